@@ -1,0 +1,58 @@
+"""privbench: how much does a trained image classifier leak about its training data?
+
+The public API for plugin authors is what this module exports; plugins import nothing else from
+the core.
+"""
+
+from privbench.errors import (
+    AccessDeniedError,
+    DatasetNotFoundError,
+    OptionError,
+    PluginConflictError,
+    PluginLoadError,
+    PrivbenchError,
+    UnknownPluginError,
+)
+from privbench.hookspecs import hookimpl
+from privbench.interfaces import (
+    Access,
+    Attack,
+    AttackContext,
+    DatasetSource,
+    Defense,
+    LoadedDataset,
+    Model,
+    ModelFactory,
+    ModelView,
+    Scorer,
+    TensorData,
+    Trainer,
+    TrainingRecipe,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Access",
+    "AccessDeniedError",
+    "Attack",
+    "AttackContext",
+    "DatasetNotFoundError",
+    "DatasetSource",
+    "Defense",
+    "LoadedDataset",
+    "Model",
+    "ModelFactory",
+    "ModelView",
+    "OptionError",
+    "PluginConflictError",
+    "PluginLoadError",
+    "PrivbenchError",
+    "Scorer",
+    "TensorData",
+    "Trainer",
+    "TrainingRecipe",
+    "UnknownPluginError",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,359 @@
+"""The few interfaces between privbench's core and its plugins.
+
+Plugin kinds (each a class registered through a ``register_*`` hook, see
+:mod:`privbench.hookspecs`). Every plugin is an attrs class with a unique ``name`` and a one-line
+``description`` (class variables); its attrs fields are its typed, validated options (settable
+as ``--attack-opt key=value`` on the command line and as tables in suite files), so a configured
+plugin is simply an instance::
+
+    @attrs.frozen
+    class LossAttack:
+        name: ClassVar[str] = "loss"
+        description: ClassVar[str] = "Yeom et al.: members have lower loss"
+        access: ClassVar[Access] = Access.LOGITS
+        temperature: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+
+- :class:`DatasetSource` loads images and labels.
+- :class:`ModelFactory` builds a timm-style network (``forward_features``, ``forward_head``,
+  ``get_classifier``), which the core wraps in a :class:`Model` with its preprocessing.
+- :class:`Defense` may change training (DP-SGD, distillation), the data (synthesis) or inference
+  (feature noise).
+- :class:`Scorer` computes one per-sample statistic of a model on a batch.
+- :class:`Attack` turns what its threat model allows it to see into membership scores.
+
+Threat model as data: an attack declares the :class:`Access` it needs and receives its target
+only through a :class:`ModelView` that refuses anything beyond it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from privbench.errors import AccessDeniedError
+
+
+class Access(enum.IntEnum):
+    """What an attacker may observe of the target model; each level includes those below it."""
+
+    LABELS = 1
+    """Hard-label queries: the predicted class of any input it chooses."""
+    LOGITS = 2
+    """Score queries: logits, hence probabilities and the loss of any (input, label) pair."""
+    INPUT_GRADIENTS = 3
+    """Gradients (and higher derivatives) of the loss with respect to the input."""
+    PARAMETERS = 4
+    """White box: the parameters and the architecture."""
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def parse(cls, text: str) -> Access:
+        return cls[text.strip().upper().replace("-", "_")]
+
+
+@attrs.frozen(eq=False)
+class TensorData:
+    """Images in ``[0, 1]`` (``N x C x H x W``, float32) with integer labels (``N``, int64)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __attrs_post_init__(self) -> None:
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"{self.x.shape[0]} images but {self.y.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, indices: np.ndarray | torch.Tensor | Sequence[int]) -> TensorData:
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return TensorData(self.x[index], self.y[index])
+
+
+@attrs.frozen(eq=False)
+class LoadedDataset:
+    """What a :class:`DatasetSource` returns.
+
+    ``train`` is the pool from which the membership population is drawn; ``test`` is held out of
+    every model's training and measures utility.
+    """
+
+    train: TensorData
+    test: TensorData
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    hflip_preserves_label: bool = True
+    """False where mirroring changes the class (digits): the trainer then never flips."""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+
+@runtime_checkable
+class DatasetSource(Protocol):
+    """A dataset plugin. ``load`` reads local files only and never downloads.
+
+    A source that needs files reads them from ``data_root`` (``--data-root`` or
+    ``PRIVBENCH_DATA``) and raises :class:`privbench.DatasetNotFoundError` with a message that
+    says where to put them when they are missing.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def load(self, data_root: str | None) -> LoadedDataset: ...
+
+
+@runtime_checkable
+class ModelFactory(Protocol):
+    """A model plugin: builds an untrained network for an input shape and class count.
+
+    The network follows timm's API: ``forward_features(x)``, ``forward_head(f, pre_logits=...)``
+    and ``get_classifier()``, so that the core can read penultimate features.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def create(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module: ...
+
+
+class Model(nn.Module):
+    """A classifier with its preprocessing: inputs in ``[0, 1]``, normalised inside.
+
+    ``net`` is the timm-style network; ``mean`` and ``std`` are buffers, so they travel with the
+    weights in the store.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of images in ``[0, 1]``."""
+        return self.net(self.normalize(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (timm's pre-logits) of images in ``[0, 1]``."""
+        return self.net.forward_head(self.net.forward_features(self.normalize(x)), pre_logits=True)
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits from penultimate features: the classifier head alone."""
+        return self.net.get_classifier()(features)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample cross-entropy (never the batch mean)."""
+        return F.cross_entropy(self(x), y, reduction="none")
+
+
+@attrs.frozen
+class TrainingRecipe:
+    """Everything about training that is not the data, the model or the defense."""
+
+    epochs: int = attrs.field(default=30, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    optimizer: str = attrs.field(default="sgd", validator=attrs.validators.in_(("sgd", "adamw")))
+    lr: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
+    momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    weight_decay: float = attrs.field(default=5e-4, validator=attrs.validators.ge(0))
+    augment: str = attrs.field(
+        default="none", validator=attrs.validators.in_(("none", "flip", "crop", "flip+crop"))
+    )
+    """Standard augmentation: random horizontal flip and/or random crop with 1/8 padding."""
+
+
+class Trainer(Protocol):
+    """The engine's standard training loop, handed to :meth:`Defense.fit`.
+
+    A defense that trains differently (DP-SGD) uses the pieces; one that only changes the data
+    calls :meth:`fit` on other data.
+    """
+
+    recipe: TrainingRecipe
+    device: torch.device
+    seed: int
+
+    def fit(self, model: Model, data: TensorData) -> dict[str, Any]:
+        """Train ``model`` in place on ``data``; returns metadata (e.g. final train loss)."""
+        ...
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer: ...
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class Defense(Protocol):
+    """A defense plugin: may change the architecture, training, training data or inference.
+
+    The same defense applies to the target and to every shadow model (the attacker knows the
+    training procedure, as in LiRA's threat model). The default methods do nothing, so a defense
+    overrides only what it changes.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def prepare_model(self, model: Model) -> Model:
+        """Change the architecture before training and before loading stored weights."""
+        return model
+
+    def fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
+        """Train ``model`` on the private ``data``; returns JSON metadata kept with the weights
+        (a DP defense records its accountant's epsilon here)."""
+        return trainer.fit(model, data)
+
+    def release(self, model: Model) -> Model:
+        """The model as the attacker can query it (an inference-time defense wraps it)."""
+        return model
+
+
+class ModelView:
+    """A model as one threat model sees it: methods beyond ``access`` raise.
+
+    All methods take images in ``[0, 1]`` and batch internally; results come back on the CPU.
+    ``population_logits`` reads the engine's cache of this model's logits on the population.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        access: Access,
+        *,
+        device: torch.device | str = "cpu",
+        batch_size: int = 512,
+        population_logits: Callable[[str], torch.Tensor] | None = None,
+    ) -> None:
+        self._model = model
+        self.access = access
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self._population_logits = population_logits
+
+    def _require(self, needed: Access, what: str) -> None:
+        if self.access < needed:
+            raise AccessDeniedError(
+                f"{what} needs '{needed.label}' access but this attack declared '{self.access.label}'"
+            )
+
+    def _batched(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for start in range(0, tensors[0].shape[0], self.batch_size):
+            chunk = [t[start : start + self.batch_size].to(self.device) for t in tensors]
+            outputs.append(fn(*chunk).detach().float().cpu())
+        return torch.cat(outputs) if outputs else torch.empty(0)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted labels (``labels`` access)."""
+        self._require(Access.LABELS, "predict")
+        return self._batched(lambda b: self._model(b).argmax(1), x).long()
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (``logits`` access)."""
+        self._require(Access.LOGITS, "logits")
+        return self._batched(self._model, x)
+
+    @torch.no_grad()
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample cross-entropy loss queries (``logits`` access)."""
+        self._require(Access.LOGITS, "loss")
+        return self._batched(self._model.loss, x, y)
+
+    def loss_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The differentiable per-sample loss ``(x, y) -> loss`` on the model's device, for
+        torch.func transforms (``input-gradients`` access)."""
+        self._require(Access.INPUT_GRADIENTS, "loss_function")
+        return self._model.loss
+
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradient of each sample's own loss with respect to its input (``input-gradients``)."""
+        self._require(Access.INPUT_GRADIENTS, "input_gradient")
+
+        def grad(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            xb = xb.detach().requires_grad_(True)
+            # Samples are independent in eval mode, so the gradient of the sum is per-sample.
+            (g,) = torch.autograd.grad(self._model.loss(xb, yb).sum(), xb)
+            return g
+
+        return self._batched(grad, x, y)
+
+    @property
+    def model(self) -> Model:
+        """The model itself, parameters included (``parameters`` access)."""
+        self._require(Access.PARAMETERS, "model")
+        return self._model
+
+    def population_logits(self, augmentation: str = "none") -> torch.Tensor:
+        """Cached logits on the population samples, ``N x C`` (``logits`` access).
+
+        ``augmentation`` is ``"none"`` or ``"hflip"`` (the mirrored images).
+        """
+        self._require(Access.LOGITS, "population_logits")
+        if self._population_logits is None:
+            raise RuntimeError("this view has no population cache")
+        return self._population_logits(augmentation)
+
+
+@attrs.frozen(eq=False)
+class AttackContext:
+    """What an attack receives for one target model.
+
+    ``population`` holds the candidate samples, each a member of the target's training set or not
+    (the attacker does not learn which). ``shadows`` are reference models the attacker trained
+    itself with the same recipe and defense, each on a random half of the population recorded in
+    ``shadow_keep`` (``S x N`` booleans), so the attacker has full access to them.
+    """
+
+    target: ModelView
+    shadows: Sequence[ModelView]
+    shadow_keep: np.ndarray
+    population: TensorData
+    num_classes: int
+    seed: int
+
+
+class Attack(Protocol):
+    """An attack plugin: membership scores for every population sample, higher = member.
+
+    ``access`` is the threat model: the target view refuses anything beyond it.
+    ``min_shadows`` is how many shadow models the attack needs (0 for a threshold attack).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    access: ClassVar[Access]
+    min_shadows: ClassVar[int] = 0
+
+    def score(self, context: AttackContext) -> np.ndarray: ...
+
+
+class Scorer(Protocol):
+    """A scorer plugin: one per-sample statistic of a model on a batch (``N`` values).
+
+    ``access`` is what it needs of the model, as for attacks.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    access: ClassVar[Access]
+
+    def score(self, model: ModelView, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...

@@ -1,0 +1,179 @@
+"""Typed plugin options: ``key=value`` strings (CLI) or TOML values (suites) to attrs instances.
+
+A plugin class is an attrs class whose fields are its options. :func:`configure` builds an
+instance from a mapping, converting strings by each field's annotation (``bool``, ``int``,
+``float``, ``str``, ``Literal``, ``Enum``, ``X | None``) and letting the attrs validators judge
+the values; every failure becomes one :class:`~privbench.errors.OptionError` line.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+from privbench.errors import OptionError, did_you_mean
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+_NONE = {"none", "null", ""}
+
+
+def parse_assignments(items: Iterable[str], *, flag: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` to ``{"a": "1", "b": "x"}``; *flag* names the option in errors."""
+    result: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"{flag} expects key=value, got '{item}'")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def option_fields(cls: type) -> dict[str, attrs.Attribute]:
+    """The options of a plugin class: its public attrs fields, annotations resolved."""
+    attrs.resolve_types(cls)
+    return {f.name: f for f in attrs.fields(cls) if f.init and not f.name.startswith("_")}
+
+
+def describe_options(cls: type) -> list[tuple[str, str, str]]:
+    """``(name, type, default)`` for each option of a plugin class."""
+    rows = []
+    for name, field in option_fields(cls).items():
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory()
+        rows.append((name, _type_name(field.type), "" if default is attrs.NOTHING else repr(default)))
+    return rows
+
+
+def configure(cls: type[T], options: Mapping[str, Any], *, what: str) -> T:
+    """An instance of plugin class *cls* from *options*; *what* names it in errors
+    (e.g. ``"attack 'loss'"``)."""
+    fields = option_fields(cls)
+    kwargs: dict[str, Any] = {}
+    for key, raw in options.items():
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise OptionError(
+                f"{what} has no option '{key}'{did_you_mean(key, fields)} (options: {known})"
+            )
+        try:
+            kwargs[key] = convert(raw, fields[key].type)
+        except (TypeError, ValueError) as err:
+            raise OptionError(f"bad value for {what} option {key}={raw!r}: {err}") from None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise OptionError(f"bad option for {what}: {_validator_message(err)}") from None
+
+
+def config_dict(instance: Any) -> dict[str, Any]:
+    """The options of a configured plugin as JSON-ready values (for store keys and results)."""
+    fields = option_fields(type(instance))
+    return {name: _jsonable(getattr(instance, name)) for name in fields}
+
+
+def convert(value: Any, annotation: Any) -> Any:
+    """Convert *value* (a string from the CLI, or a TOML value) to *annotation*."""
+    if annotation is None or annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in _NONE)):
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return convert(value, arg)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise ValueError("; ".join(errors))
+    if origin is typing.Literal:
+        for choice in args:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ValueError(f"expected one of {', '.join(map(str, args))}")
+    if origin in (tuple, list):
+        items = _split_list(value)
+        inner = args[0] if args else Any
+        converted = [convert(item, inner) for item in items]
+        return tuple(converted) if origin is tuple else converted
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        if isinstance(value, annotation):
+            return value
+        try:
+            return annotation[str(value).upper().replace("-", "_")]
+        except KeyError:
+            choices = ", ".join(m.name.lower().replace("_", "-") for m in annotation)
+            raise ValueError(f"expected one of {choices}") from None
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError("expected true or false")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ValueError("expected an integer")
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        try:
+            return float(str(value).strip()) if isinstance(value, str) else float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    return value
+
+
+def _split_list(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    text = str(value).strip()
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _validator_message(err: Exception) -> str:
+    # attrs validators raise ValueError("'name' must be >= 1: 0") style messages; keep the text.
+    return str(err.args[0]) if err.args else str(err)
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "|".join(map(str, typing.get_args(annotation)))
+    if isinstance(annotation, type):
+        if issubclass(annotation, enum.Enum):
+            return "|".join(m.name.lower().replace("_", "-") for m in annotation)
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.name.lower().replace("_", "-")
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
