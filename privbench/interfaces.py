@@ -141,7 +141,9 @@ class Model(nn.Module):
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,7 +252,8 @@ class ModelView:
     def _require(self, needed: Access, what: str) -> None:
         if self.access < needed:
             raise AccessDeniedError(
-                f"{what} needs '{needed.label}' access but this attack declared '{self.access.label}'"
+                f"{what} needs '{needed.label}' access but this attack declared "
+                f"'{self.access.label}'"
             )
 
     def _batched(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,9 @@ def describe_options(cls: type) -> list[tuple[str, str, str]]:
         default = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
-        rows.append((name, _type_name(field.type), "" if default is attrs.NOTHING else repr(default)))
+        rows.append(
+            (name, _type_name(field.type), "" if default is attrs.NOTHING else repr(default))
+        )
     return rows
 
 
@@ -88,7 +90,9 @@ def convert(value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in _NONE)):
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.lower() in _NONE)
+        ):
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):

@@ -71,7 +71,9 @@ class Component:
     positional_option: str | None = None
     """An option settable in the name itself: ``timm/resnet18`` sets ``arch=resnet18``."""
 
-    def create(self, options: Mapping[str, Any] | None = None, *, argument: str | None = None) -> Any:
+    def create(
+        self, options: Mapping[str, Any] | None = None, *, argument: str | None = None
+    ) -> Any:
         options = dict(options or {})
         if argument is not None:
             if self.positional_option is None:
@@ -161,7 +163,9 @@ class Registry:
                 if impl.plugin is not plugin:
                     continue
 
-                def register(cls: type, *, positional_option: str | None = None, _kind: Kind = kind):
+                def register(
+                    cls: type, *, positional_option: str | None = None, _kind: Kind = kind
+                ):
                     staged.append(self._component(_kind, cls, info, positional_option))
 
                 try:

@@ -1,0 +1,54 @@
+"""scikit-learn's digits: 1797 real 8x8 grayscale images that ship with scikit-learn.
+
+The embedded default: real data that needs no download, small enough that a pool of models
+trains in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from privbench import LoadedDataset, TensorData, hookimpl
+
+
+@attrs.frozen
+class Digits:
+    name: ClassVar[str] = "digits"
+    description: ClassVar[str] = "scikit-learn's 1797 real 8x8 handwritten digits (offline)"
+
+    test_fraction: float = attrs.field(
+        default=0.3, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)]
+    )
+    """Held out of every model's training, for utility; the rest is the population pool."""
+    seed: int = 0
+    """Seed of the stratified train/test split."""
+
+    def load(self, data_root: str | None) -> LoadedDataset:
+        bunch = load_digits()
+        x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        y = torch.tensor(bunch.target, dtype=torch.long)
+        train_idx, test_idx = train_test_split(
+            torch.arange(len(y)).numpy(),
+            test_size=self.test_fraction,
+            random_state=self.seed,
+            stratify=y.numpy(),
+        )
+        train = TensorData(x[train_idx], y[train_idx])
+        return LoadedDataset(
+            train=train,
+            test=TensorData(x[test_idx], y[test_idx]),
+            num_classes=10,
+            mean=(float(train.x.mean()),),
+            std=(float(train.x.std()),),
+            hflip_preserves_label=False,  # a mirrored 2, 3, 7 ... is not the same digit
+        )
+
+
+@hookimpl
+def register_datasets(register):
+    register(Digits)

@@ -1,0 +1,348 @@
+"""The ``privbench`` command line (typer + rich). Plugins add sub-commands via
+``register_commands(app)``.
+
+Errors caused by the input (:class:`~privbench.errors.PrivbenchError`) print one line and exit
+with status 2; nothing is half-written when they happen.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import privbench
+from privbench.errors import OptionError, PrivbenchError
+from privbench.interfaces import TrainingRecipe
+from privbench.options import configure, describe_options, parse_assignments
+from privbench.plugins import KINDS, Registry, get_registry
+
+# Piped or captured output gets 120 columns rather than rich's 80, so the table stays whole.
+console = Console(width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True)
+
+DEFAULT_WORKSPACE = "privbench-workspace"
+
+WorkspaceOption = typer.Option(
+    None,
+    "--workspace",
+    "-w",
+    help=f"Workspace folder (models, signals, runs, database) [env PRIVBENCH_WORKSPACE; "
+    f"default ./{DEFAULT_WORKSPACE}].",
+    show_default=False,
+)
+
+
+def _recipe_default(name: str) -> Any:
+    return attrs.fields_dict(TrainingRecipe)[name].default
+
+
+def workspace_path(value: Path | None) -> Path:
+    return value or Path(os.environ.get("PRIVBENCH_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+def attack_options(attacks: Sequence[str], items: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--attack-opt`` values per attack: ``name.key=value`` targets one attack, a bare
+    ``key=value`` every attack that has the option (an error if none has it)."""
+    registry = get_registry()
+    per_attack: dict[str, dict[str, str]] = {name: {} for name in attacks}
+    for key, value in parse_assignments(items, flag="--attack-opt").items():
+        prefix, dot, option = key.partition(".")
+        if dot and prefix in per_attack:
+            per_attack[prefix][option] = value
+            continue
+        if dot:
+            raise OptionError(f"--attack-opt {key}: '{prefix}' is not one of the attacks given")
+        takers = [
+            name
+            for name in attacks
+            if key in {row[0] for row in describe_options(registry.get("attack", name).cls)}
+        ]
+        if not takers:
+            # Let the first attack's validation produce the did-you-mean message.
+            takers = list(attacks[:1])
+        for name in takers:
+            per_attack[name][key] = value
+    return per_attack
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.3g}"
+    return str(value)
+
+
+def results_table(record: dict[str, Any]) -> Table:
+    spec = record["spec"]
+    title = (
+        f"{spec['dataset']['name']} · {spec['model']['name']} · defense {spec['defense']['name']}"
+        f" · {spec['shadows'] + 1} models, {spec['targets']} target(s)"
+        f" x {spec['population']} samples"
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in (
+        "attack",
+        "access",
+        "AUC",
+        "TPR@0.1%FPR",
+        "TPR@1%FPR",
+        "bal.acc",
+        "advantage",
+        "ε≥ (95%)",
+        "s",
+    ):
+        table.add_column(column, justify="left" if column in ("attack", "access") else "right")
+    for attack in record["attacks"]:
+        m = attack["metrics"]
+        table.add_row(
+            attack["name"],
+            attack["access"],
+            *(
+                format_metric(m[k])
+                for k in (
+                    "auc",
+                    "tpr_at_0_1_fpr",
+                    "tpr_at_1_fpr",
+                    "balanced_accuracy",
+                    "advantage",
+                    "epsilon_lower",
+                )
+            ),
+            f"{attack['seconds']:.1f}",
+        )
+    u = record["utility"]
+    table.caption = (
+        f"target accuracy: train {u['train_accuracy']:.3f}, test {u['test_accuracy']:.3f} · "
+        f"models trained {record['training']['trained']}, reused {record['training']['reused']}"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def build_app(registry: Registry) -> typer.Typer:
+    app = typer.Typer(
+        name="privbench",
+        help="How much does a trained image classifier leak about its training data?",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        strict: bool = typer.Option(
+            False, "--strict", help="Fail when any plugin fails to load [env PRIVBENCH_STRICT=1]."
+        ),
+        version: bool = typer.Option(False, "--version", help="Show the version and exit."),
+    ) -> None:
+        if version:
+            console.print(f"privbench {privbench.__version__}")
+            raise typer.Exit()
+
+    @app.command()
+    def run(
+        attack: list[str] = typer.Option(
+            ["loss"], "--attack", "-a", help="Attack to run; repeat for several on the same models."
+        ),
+        defense: str = typer.Option("none", "--defense", "-d", help="Defense for all models."),
+        model: str = typer.Option(
+            "small-cnn", "--model", "-m", help="Model (timm/<arch> for timm)."
+        ),
+        dataset: str = typer.Option("digits", "--dataset", help="Dataset."),
+        attack_opt: list[str] = typer.Option(
+            [], "--attack-opt", help="key=value (or attack.key=value with several attacks)."
+        ),
+        defense_opt: list[str] = typer.Option([], "--defense-opt", help="key=value"),
+        model_opt: list[str] = typer.Option([], "--model-opt", help="key=value"),
+        dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="key=value"),
+        shadows: int = typer.Option(7, "--shadows", "-k", help="Shadow models beside the target."),
+        targets: int | None = typer.Option(
+            None, "--targets", help="Models that take a turn as target [default: all]."
+        ),
+        population: int | None = typer.Option(
+            None, "--population", help="Population size from the train split [default: all]."
+        ),
+        epochs: int = typer.Option(_recipe_default("epochs"), "--epochs"),
+        batch_size: int = typer.Option(_recipe_default("batch_size"), "--batch-size"),
+        optimizer: str = typer.Option(
+            _recipe_default("optimizer"), "--optimizer", help="sgd or adamw"
+        ),
+        lr: float = typer.Option(_recipe_default("lr"), "--lr"),
+        momentum: float = typer.Option(_recipe_default("momentum"), "--momentum"),
+        weight_decay: float = typer.Option(_recipe_default("weight_decay"), "--weight-decay"),
+        augment: str = typer.Option(
+            _recipe_default("augment"), "--augment", help="none, flip, crop or flip+crop"
+        ),
+        seed: int = typer.Option(0, "--seed"),
+        workspace: Path | None = WorkspaceOption,
+        data_root: str | None = typer.Option(
+            None, "--data-root", help="Folder holding downloaded datasets [env PRIVBENCH_DATA]."
+        ),
+        device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    ) -> None:
+        """Train (or reuse) target and shadow models, run the attacks, report the metrics."""
+        from privbench.engine.audit import Audit, AuditSpec, PluginChoice
+        from privbench.engine.store import Workspace
+
+        recipe = configure(
+            TrainingRecipe,
+            {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "optimizer": optimizer,
+                "lr": lr,
+                "momentum": momentum,
+                "weight_decay": weight_decay,
+                "augment": augment,
+            },
+            what="the training recipe",
+        )
+        per_attack = attack_options(attack, attack_opt)
+        spec = AuditSpec(
+            dataset=PluginChoice(dataset, parse_assignments(dataset_opt, flag="--dataset-opt")),
+            model=PluginChoice(model, parse_assignments(model_opt, flag="--model-opt")),
+            defense=PluginChoice(defense, parse_assignments(defense_opt, flag="--defense-opt")),
+            attacks=tuple(PluginChoice(name, per_attack[name]) for name in attack),
+            recipe=recipe,
+            shadows=_non_negative(shadows, "--shadows"),
+            targets=targets,
+            population=population,
+            seed=seed,
+            data_root=data_root,
+            device=device,
+        )
+        audit = Audit.prepare(spec, registry)
+        ws = Workspace(workspace_path(workspace))
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=quiet,
+        )
+        with progress:
+            result = audit.run(ws, progress=progress)
+        console.print(results_table(result.record))
+        console.print(f"results: {result.path / 'results.json'}")
+        console.print(f"ROC plot: {result.path / 'roc.png'}")
+
+    @app.command()
+    def plugins(
+        options: bool = typer.Option(False, "--options", help="List each component's options."),
+    ) -> None:
+        """List plugins (including those that failed to load) and what they provide."""
+        table = Table(title="plugins", title_justify="left")
+        for column in ("plugin", "distribution", "version", "status", "provides / error"):
+            table.add_column(column)
+        for info in sorted(registry.plugins.values(), key=lambda i: i.name):
+            detail = info.error or ", ".join(f"{kind} {name}" for kind, name in info.provides)
+            style = {"failed": "red", "disabled": "yellow"}.get(info.status, "")
+            table.add_row(
+                info.name,
+                info.distribution or "-",
+                info.version or "-",
+                f"[{style}]{info.status}[/]" if style else info.status,
+                detail,
+            )
+        console.print(table)
+        components = Table(title="components", title_justify="left")
+        for column in ("kind", "name", "plugin", "description"):
+            components.add_column(column)
+        if options:
+            components.add_column("options")
+        for kind in KINDS:
+            for component in registry.components(kind):
+                row = [
+                    kind,
+                    component.name,
+                    component.plugin.name,
+                    getattr(component.cls, "description", ""),
+                ]
+                if options:
+                    row.append(
+                        ", ".join(f"{n}: {t} = {d}" for n, t, d in describe_options(component.cls))
+                    )
+                components.add_row(*row)
+        console.print(components)
+
+    @app.command()
+    def runs(
+        workspace: Path | None = WorkspaceOption,
+        limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many runs."),
+    ) -> None:
+        """List the runs recorded in the workspace database, newest first."""
+        from privbench.results import ResultsDB
+
+        path = workspace_path(workspace) / "privbench.db"
+        if not path.is_file():
+            raise PrivbenchError(f"no results database at {path}; run 'privbench run' first")
+        with ResultsDB(path) as db:
+            rows = db.runs(limit)
+        table = Table(title=str(path), title_justify="left", box=box.SIMPLE_HEAD)
+        table.add_column("run", no_wrap=True)
+        table.add_column("created (UTC)", no_wrap=True)
+        for column in ("dataset", "model", "defense", "attacks", "best AUC", "test acc"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["id"],
+                row["created_at"][:19].replace("T", " "),
+                row["dataset"],
+                row["model"],
+                row["defense"],
+                row["attacks"] or "",
+                format_metric(row["best_auc"]),
+                format_metric(row["test_accuracy"]),
+            )
+        console.print(table)
+
+    @app.command()
+    def show(
+        run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
+        workspace: Path | None = WorkspaceOption,
+    ) -> None:
+        """Show the results of one run."""
+        from privbench.results import ResultsDB
+
+        path = workspace_path(workspace) / "privbench.db"
+        if not path.is_file():
+            raise PrivbenchError(f"no results database at {path}; run 'privbench run' first")
+        with ResultsDB(path) as db:
+            record = db.find_run(run_id)
+        console.print(f"run {record['run_id']} ({record['created_at']})")
+        console.print(results_table(record))
+        run_dir = workspace_path(workspace) / "runs" / record["run_id"]
+        console.print(f"results: {run_dir / 'results.json'}")
+        console.print(f"ROC plot: {run_dir / 'roc.png'}")
+
+    registry.call_register_commands(app)
+    return app
+
+
+def _non_negative(value: int, flag: str) -> int:
+    if value < 0:
+        raise OptionError(f"{flag} must be 0 or more, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        registry = get_registry(strict=True if "--strict" in args else None)
+        app = build_app(registry)
+        app(args=args, prog_name="privbench")
+    except PrivbenchError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)

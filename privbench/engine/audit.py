@@ -1,0 +1,428 @@
+"""One audit, end to end: spec -> population and keep-masks -> models -> signals -> attacks ->
+metrics -> results.
+
+Everything the user named is resolved and validated (:meth:`Audit.prepare`) before any data is
+loaded or any model trained, so a typo costs nothing. Results are written only when every attack
+has finished: files atomically, then one database transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from rich.progress import Progress
+
+import privbench
+from privbench.engine import splits
+from privbench.engine.store import STORE_FORMAT, Workspace, digest, tensor_digest
+from privbench.engine.training import StandardTrainer, resolve_device
+from privbench.errors import OptionError, PrivbenchError
+from privbench.interfaces import (
+    Access,
+    AttackContext,
+    LoadedDataset,
+    Model,
+    ModelView,
+    TensorData,
+    TrainingRecipe,
+)
+from privbench.metrics import compute_metrics, roc
+from privbench.options import config_dict
+from privbench.plugins import Component, Registry, get_registry
+from privbench.report import plot_roc, write_json_atomic
+from privbench.results import ResultsDB
+
+AUGMENTATIONS = ("none", "hflip")
+
+
+@attrs.frozen
+class PluginChoice:
+    """A plugin by name (``base/argument`` allowed) with its options as given."""
+
+    name: str
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+
+@attrs.frozen
+class AuditSpec:
+    """Everything that defines one audit; CLI flags and suite cells both become one of these."""
+
+    dataset: PluginChoice = PluginChoice("digits")
+    model: PluginChoice = PluginChoice("small-cnn")
+    defense: PluginChoice = PluginChoice("none")
+    attacks: tuple[PluginChoice, ...] = (PluginChoice("loss"),)
+    recipe: TrainingRecipe = attrs.field(factory=TrainingRecipe)
+    shadows: int = attrs.field(default=7, validator=attrs.validators.ge(0))
+    """Shadow models beside the target: the pool holds ``shadows + 1`` models."""
+    targets: int | None = None
+    """How many models of the pool take a turn as target (the others are its shadows); all of
+    them by default, giving ``(shadows + 1) x population`` evaluation points."""
+    population: int | None = None
+    """Population size drawn from the dataset's train split (all of it by default)."""
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+
+    @property
+    def pool_size(self) -> int:
+        return self.shadows + 1
+
+
+@attrs.frozen
+class AttackResult:
+    name: str
+    access: str
+    options: dict[str, Any]
+    metrics: dict[str, Any]
+    seconds: float
+    fpr: np.ndarray = attrs.field(repr=False)
+    tpr: np.ndarray = attrs.field(repr=False)
+
+
+@attrs.frozen
+class RunResult:
+    run_id: str
+    path: Path
+    record: dict[str, Any]
+    attacks: list[AttackResult]
+
+
+def _component_id(component: Component, instance: Any) -> dict[str, Any]:
+    return {
+        "name": component.name,
+        "options": config_dict(instance),
+        "plugin": component.plugin.name,
+        "version": component.plugin.version,
+    }
+
+
+class Audit:
+    """A validated audit: resolved plugin instances, ready to :meth:`run`."""
+
+    def __init__(self, spec: AuditSpec, registry: Registry) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.dataset_component = registry.get("dataset", spec.dataset.name)
+        self.dataset = registry.create("dataset", spec.dataset.name, spec.dataset.options)
+        self.model_component = registry.get("model", spec.model.name)
+        self.model_factory = registry.create("model", spec.model.name, spec.model.options)
+        self.defense_component = registry.get("defense", spec.defense.name)
+        self.defense = registry.create("defense", spec.defense.name, spec.defense.options)
+        names = [choice.name for choice in spec.attacks]
+        if not names:
+            raise OptionError("give at least one --attack")
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise OptionError(f"attack '{duplicated[0]}' is given twice")
+        self.attacks = []
+        for choice in spec.attacks:
+            component = registry.get("attack", choice.name)
+            attack = registry.create("attack", choice.name, choice.options)
+            if attack.min_shadows > spec.shadows:
+                raise OptionError(
+                    f"attack '{choice.name}' needs at least {attack.min_shadows} shadow models; "
+                    f"use --shadows {attack.min_shadows} or more"
+                )
+            self.attacks.append((component, attack))
+        if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
+            raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
+        self.device = resolve_device(spec.device)
+
+    @classmethod
+    def prepare(cls, spec: AuditSpec, registry: Registry | None = None) -> Audit:
+        return cls(spec, registry or get_registry())
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def load_data(self) -> tuple[LoadedDataset, TensorData, np.ndarray]:
+        data_root = self.spec.data_root or os.environ.get("PRIVBENCH_DATA") or None
+        dataset = self.dataset.load(data_root)
+        if "flip" in self.spec.recipe.augment and not dataset.hflip_preserves_label:
+            raise OptionError(
+                f"augment={self.spec.recipe.augment} mirrors images, which changes labels in "
+                f"dataset '{self.spec.dataset.name}'; use --augment none or crop"
+            )
+        indices = splits.population_indices(
+            len(dataset.train), self.spec.population, self.spec.seed
+        )
+        if len(indices) < 4:
+            raise OptionError("the population needs at least 4 samples")
+        return dataset, dataset.train.subset(indices), indices
+
+    def build_model(self, dataset: LoadedDataset) -> Model:
+        net = self.model_factory.create(dataset.input_shape, dataset.num_classes)
+        return self.defense.prepare_model(Model(net, dataset.mean, dataset.std))
+
+    def model_key(self, population: TensorData, keep: np.ndarray, index: int) -> str:
+        spec = self.spec
+        return digest(
+            {
+                "format": STORE_FORMAT,
+                "dataset": _component_id(self.dataset_component, self.dataset),
+                "population": tensor_digest(population.x, population.y),
+                "model": _component_id(self.model_component, self.model_factory),
+                "defense": _component_id(self.defense_component, self.defense),
+                "recipe": attrs.asdict(spec.recipe),
+                "keep": splits.mask_digest(keep),
+                "seed": splits.model_seed(spec.seed, index),
+            }
+        )
+
+    def train_pool(
+        self,
+        workspace: Workspace,
+        dataset: LoadedDataset,
+        population: TensorData,
+        masks: np.ndarray,
+        progress: Progress | None,
+    ) -> tuple[list[Model], list[str], list[dict[str, Any]], int]:
+        """Train (or load) every model of the pool; returns models, keys, metadata, #trained."""
+        models, keys, metas, trained = [], [], [], 0
+        pool_task = progress.add_task("models", total=len(masks)) if progress else None
+        for index, keep in enumerate(masks):
+            key = self.model_key(population, keep, index)
+            model = self.build_model(dataset)
+            if workspace.has_model(key):
+                meta = workspace.load_model(key, model)
+            else:
+                epoch_task = (
+                    progress.add_task(f"  training model {index}", total=self.spec.recipe.epochs)
+                    if progress
+                    else None
+                )
+
+                def on_epoch(done: int, total: int, task: Any = epoch_task) -> None:
+                    if progress is not None and task is not None:
+                        progress.update(task, completed=done)
+
+                trainer = StandardTrainer(
+                    self.spec.recipe,
+                    seed=splits.model_seed(self.spec.seed, index),
+                    device=self.device,
+                    on_epoch=on_epoch,
+                )
+                started = time.perf_counter()
+                meta = dict(
+                    self.defense.fit(model, population.subset(np.flatnonzero(keep)), trainer)
+                )
+                meta.update(
+                    index=index,
+                    members=int(keep.sum()),
+                    train_seconds=time.perf_counter() - started,
+                    device=str(self.device),
+                    privbench=privbench.__version__,
+                )
+                workspace.save_model(key, model.cpu(), meta)
+                trained += 1
+                if progress is not None and epoch_task is not None:
+                    progress.remove_task(epoch_task)
+            model.to(self.device).eval()
+            models.append(self.defense.release(model))
+            keys.append(key)
+            metas.append(meta)
+            if progress is not None and pool_task is not None:
+                progress.advance(pool_task)
+        return models, keys, metas, trained
+
+    def view(
+        self, workspace: Workspace, model: Model, key: str, population: TensorData, access: Access
+    ) -> ModelView:
+        def population_logits(augmentation: str) -> torch.Tensor:
+            if augmentation not in AUGMENTATIONS:
+                raise ValueError(f"augmentation must be one of {AUGMENTATIONS}")
+            x = population.x.flip(-1) if augmentation == "hflip" else population.x
+            full = ModelView(model, Access.LOGITS, device=self.device)
+            return workspace.cached_tensor(
+                key,
+                f"population-{augmentation}-{tensor_digest(population.y)[:16]}",
+                lambda: full.logits(x),
+            )
+
+        return ModelView(model, access, device=self.device, population_logits=population_logits)
+
+    # -- the whole audit ------------------------------------------------------------------------
+
+    def run(self, workspace: Workspace, *, progress: Progress | None = None) -> RunResult:
+        spec = self.spec
+        workspace.create()
+        started = time.perf_counter()
+        dataset, population, indices = self.load_data()
+        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed)
+        models, keys, metas, trained = self.train_pool(
+            workspace, dataset, population, masks, progress
+        )
+        training_seconds = time.perf_counter() - started
+
+        targets = list(range(spec.targets if spec.targets is not None else spec.pool_size))
+        utility = self.utility(workspace, models, keys, dataset, population, masks, targets)
+
+        results = []
+        attack_task = (
+            progress.add_task("attacks", total=len(self.attacks) * len(targets))
+            if progress
+            else None
+        )
+        for component, attack in self.attacks:
+            attack_started = time.perf_counter()
+            scores, truth = [], []
+            for t in targets:
+                others = [k for k in range(spec.pool_size) if k != t]
+                context = AttackContext(
+                    target=self.view(workspace, models[t], keys[t], population, attack.access),
+                    shadows=[
+                        self.view(workspace, models[k], keys[k], population, Access.PARAMETERS)
+                        for k in others
+                    ],
+                    shadow_keep=masks[others],
+                    population=population,
+                    num_classes=dataset.num_classes,
+                    seed=splits.model_seed(spec.seed, 10_000 + t),
+                )
+                target_scores = np.asarray(attack.score(context), dtype=np.float64).reshape(-1)
+                if target_scores.shape[0] != len(population):
+                    raise PrivbenchError(
+                        f"attack '{component.name}' returned {target_scores.shape[0]} scores for "
+                        f"{len(population)} samples"
+                    )
+                scores.append(target_scores)
+                truth.append(masks[t])
+                if progress is not None and attack_task is not None:
+                    progress.advance(attack_task)
+            all_scores, all_truth = np.concatenate(scores), np.concatenate(truth)
+            metrics = compute_metrics(all_scores, all_truth)
+            fpr, tpr, _ = roc(all_scores, all_truth)
+            results.append(
+                AttackResult(
+                    name=component.name,
+                    access=attack.access.label,
+                    options=config_dict(attack),
+                    metrics=metrics.as_dict(),
+                    seconds=time.perf_counter() - attack_started,
+                    fpr=fpr,
+                    tpr=tpr,
+                )
+            )
+        return self.record(
+            workspace, results, utility, metas, trained, training_seconds, started, indices
+        )
+
+    def utility(
+        self,
+        workspace: Workspace,
+        models: Sequence[Model],
+        keys: Sequence[str],
+        dataset: LoadedDataset,
+        population: TensorData,
+        masks: np.ndarray,
+        targets: Sequence[int],
+    ) -> dict[str, float]:
+        """Accuracy of the released target models on their own members and on the test split."""
+        train_acc, test_acc = [], []
+        for t in targets:
+            view = self.view(workspace, models[t], keys[t], population, Access.LOGITS)
+            predictions = view.population_logits("none").argmax(1)
+            train_acc.append(
+                float((predictions == population.y)[torch.from_numpy(masks[t])].float().mean())
+            )
+            test_logits = workspace.cached_tensor(
+                keys[t],
+                f"test-{tensor_digest(dataset.test.x, dataset.test.y)[:16]}",
+                lambda view=view: view.logits(dataset.test.x),
+            )
+            test_acc.append(float((test_logits.argmax(1) == dataset.test.y).float().mean()))
+        return {
+            "train_accuracy": float(np.mean(train_acc)),
+            "test_accuracy": float(np.mean(test_acc)),
+            "generalization_gap": float(np.mean(train_acc) - np.mean(test_acc)),
+        }
+
+    def record(
+        self,
+        workspace: Workspace,
+        results: list[AttackResult],
+        utility: dict[str, float],
+        metas: list[dict[str, Any]],
+        trained: int,
+        training_seconds: float,
+        started: float,
+        indices: np.ndarray,
+    ) -> RunResult:
+        spec = self.spec
+        created = dt.datetime.now(dt.timezone.utc)
+        run_id = created.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+        defense_meta = {k: v for k, v in metas[0].items() if k not in {"index", "members"}}
+        record = {
+            "run_id": run_id,
+            "created_at": created.isoformat(timespec="seconds"),
+            "spec": {
+                "dataset": _component_id(self.dataset_component, self.dataset),
+                "model": _component_id(self.model_component, self.model_factory),
+                "defense": _component_id(self.defense_component, self.defense),
+                "recipe": attrs.asdict(spec.recipe),
+                "shadows": spec.shadows,
+                "targets": spec.targets if spec.targets is not None else spec.pool_size,
+                "population": len(indices),
+                "seed": spec.seed,
+                "device": str(self.device),
+            },
+            "utility": utility,
+            "training": {
+                "models": len(metas),
+                "trained": trained,
+                "reused": len(metas) - trained,
+                "seconds": training_seconds,
+                "target_meta": defense_meta,
+            },
+            "attacks": [
+                {
+                    "name": r.name,
+                    "access": r.access,
+                    "options": r.options,
+                    "metrics": r.metrics,
+                    "seconds": r.seconds,
+                }
+                for r in results
+            ],
+            "environment": {
+                "privbench": privbench.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "plugins": {
+                    info.name: {"distribution": info.distribution, "version": info.version}
+                    for info in self.registry.plugins.values()
+                    if info.status == "loaded"
+                },
+            },
+            "seconds": time.perf_counter() - started,
+        }
+        run_dir = workspace.runs / run_id
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}-", dir=workspace.runs))
+        try:
+            plot_roc(
+                {r.name: (r.fpr, r.tpr, r.metrics["auc"]) for r in results},
+                staging / "roc.png",
+                title=f"{spec.dataset.name} / {spec.model.name} / defense {spec.defense.name}",
+            )
+            write_json_atomic(staging / "results.json", record)
+            os.replace(staging, run_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        try:
+            with ResultsDB(workspace.database) as db:
+                db.insert_run(record, run_dir)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run is in the database or nowhere
+            raise
+        return RunResult(run_id=run_id, path=run_dir, record=record, attacks=results)

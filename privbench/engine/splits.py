@@ -1,0 +1,42 @@
+"""The membership game of LiRA (Carlini et al. 2022): a population and per-model random halves.
+
+Model ``k`` of a pool trains on its own seeded random half of the population. A mask depends only
+on ``(seed, k)``, so growing the pool from 8 to 64 models keeps the first 8 (and their stored
+weights) as they were; any model can serve as the target while the others act as its shadows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def model_seed(seed: int, index: int) -> int:
+    """The training seed of model *index* of a pool: independent streams per model."""
+    return int(np.random.SeedSequence((seed, index)).generate_state(1)[0])
+
+
+def keep_mask(population_size: int, index: int, seed: int) -> np.ndarray:
+    """Which population samples model *index* trains on: exactly half of them, at random."""
+    rng = np.random.default_rng(np.random.SeedSequence((seed, index, 0x6B656570)))
+    keep = np.zeros(population_size, dtype=bool)
+    keep[rng.permutation(population_size)[: population_size // 2]] = True
+    return keep
+
+
+def keep_masks(population_size: int, num_models: int, seed: int) -> np.ndarray:
+    """``num_models x population_size`` booleans, one row per model of the pool."""
+    return np.stack([keep_mask(population_size, k, seed) for k in range(num_models)])
+
+
+def population_indices(available: int, size: int | None, seed: int) -> np.ndarray:
+    """Indices of the population within a dataset's train split: all of it, or a seeded subset."""
+    if size is None or size >= available:
+        return np.arange(available)
+    rng = np.random.default_rng(np.random.SeedSequence((seed, 0x706F70)))
+    return np.sort(rng.choice(available, size=size, replace=False))
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    return hashlib.sha256(np.packbits(mask.astype(bool)).tobytes()).hexdigest()

@@ -1,0 +1,114 @@
+"""The workspace: a content-addressed model store, a signal cache, run folders and the database.
+
+A trained model is stored under the SHA-256 of everything that determines its training (data,
+population, architecture, recipe, defense, keep-mask, seed) as ``weights.safetensors`` plus
+``meta.json``. Writes go to a temporary folder that is renamed into place, so an interrupted run
+leaves either a complete entry or none, and the next run resumes by training only what is
+missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+STORE_FORMAT = 1
+
+
+def digest(spec: Any) -> str:
+    """SHA-256 of a JSON-able spec in canonical form."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), str(t.dtype))).encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+class Workspace:
+    """A folder holding ``models/``, ``signals/``, ``runs/`` and ``privbench.db``."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.models = self.root / "models"
+        self.signals = self.root / "signals"
+        self.runs = self.root / "runs"
+        self.database = self.root / "privbench.db"
+
+    def create(self) -> Workspace:
+        for path in (self.models, self.signals, self.runs):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    # -- models --------------------------------------------------------------------------------
+
+    def model_dir(self, key: str) -> Path:
+        return self.models / key[:2] / key
+
+    def has_model(self, key: str) -> bool:
+        return (self.model_dir(key) / "meta.json").is_file()
+
+    def save_model(self, key: str, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+        final = self.model_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / "weights.safetensors"))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+            for name in ("weights.safetensors", "meta.json"):
+                _fsync_file(tmp / name)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not self.has_model(key):  # a concurrent writer did not finish it either
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_model(self, key: str, model: torch.nn.Module) -> dict[str, Any]:
+        """Load stored weights into *model* (safetensors: no pickle); returns the metadata."""
+        folder = self.model_dir(key)
+        model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+        return json.loads((folder / "meta.json").read_text())
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def cached_tensor(
+        self, key: str, name: str, compute: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """The tensor stored as *name* beside model *key*, computed and stored on first use."""
+        path = self.signals / key[:2] / key / f"{name}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["value"]
+        value = compute().detach().cpu().contiguous()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({"value": value}, tmp)
+            _fsync_file(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return value

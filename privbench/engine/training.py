@@ -1,0 +1,109 @@
+"""The standard training loop: seeded, deterministic on the CPU, AMP (bfloat16) on CUDA."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from privbench.interfaces import Model, TensorData, TrainingRecipe
+
+EpochCallback = Callable[[int, int], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on CUDA (no loss scaling needed); none on the CPU, where it is slower."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by *padding* and crop back at a random offset per image, as one gather."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+class StandardTrainer:
+    """Trains a :class:`~privbench.interfaces.Model` by the recipe (implements ``Trainer``)."""
+
+    def __init__(
+        self,
+        recipe: TrainingRecipe,
+        *,
+        seed: int,
+        device: torch.device,
+        on_epoch: EpochCallback | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.seed = seed
+        self.device = device
+        self.on_epoch = on_epoch
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        r = self.recipe
+        params = [p for p in model.parameters() if p.requires_grad]
+        if r.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
+        return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        mode = self.recipe.augment
+        if "flip" in mode:
+            x = random_hflip(x, generator)
+        if "crop" in mode:
+            x = random_crop(x, max(1, x.shape[-1] // 8), generator)
+        return x
+
+    def batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """One epoch's shuffled index batches."""
+        order = torch.randperm(n, generator=generator)
+        return list(order.split(self.recipe.batch_size))
+
+    def fit(self, model: Model, data: TensorData) -> dict[str, Any]:
+        torch.manual_seed(self.seed)  # dropout and any other global-RNG use inside the model
+        generator = torch.Generator().manual_seed(self.seed)
+        model.to(self.device).train()
+        optimizer = self.make_optimizer(model)
+        epochs = self.recipe.epochs
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        x_all, y_all = data.x.to(self.device), data.y.to(self.device)
+        total_loss, seen = 0.0, 0
+        for epoch in range(epochs):
+            total_loss, seen = 0.0, 0
+            for index in self.batches(len(data), generator):
+                index = index.to(self.device)
+                xb = self.augment(x_all[index], generator)
+                with autocast(self.device):
+                    loss = F.cross_entropy(model(xb), y_all[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach()) * len(index)
+                seen += len(index)
+            scheduler.step()
+            if self.on_epoch is not None:
+                self.on_epoch(epoch + 1, epochs)
+        model.eval()
+        return {"final_train_loss": total_loss / max(seen, 1)}

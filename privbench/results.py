@@ -1,0 +1,146 @@
+"""The results database: one SQLite file per workspace (runs, their configs, metrics, versions).
+
+The metric columns are there for SQL queries and leaderboards; the full record of a run (spec,
+plugin versions, training metadata) is kept as JSON beside them and in the run's
+``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from privbench.errors import PrivbenchError
+
+METRIC_COLUMNS = (
+    "auc",
+    "tpr_at_0_1_fpr",
+    "tpr_at_1_fpr",
+    "balanced_accuracy",
+    "advantage",
+    "epsilon_lower",
+    "epsilon_estimate",
+    "n_members",
+    "n_nonmembers",
+)
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    model TEXT NOT NULL,
+    defense TEXT NOT NULL,
+    train_accuracy REAL,
+    test_accuracy REAL,
+    seconds REAL,
+    path TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    attack TEXT NOT NULL,
+    access TEXT NOT NULL,
+    options TEXT NOT NULL,
+    {", ".join(f"{c} REAL" for c in METRIC_COLUMNS)},
+    seconds REAL,
+    PRIMARY KEY (run_id, attack)
+);
+"""
+_PLACEHOLDERS = ", ".join("?" * len(METRIC_COLUMNS))
+
+
+class ResultsDB:
+    """A context manager around the workspace database; each ``with`` block is one transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __enter__(self) -> ResultsDB:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(self.path, timeout=30)
+        self.connection.row_factory = sqlite3.Row
+        self.connection.execute("PRAGMA foreign_keys = ON")
+        self.connection.executescript(_SCHEMA)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.connection.commit()
+        else:
+            self.connection.rollback()
+        self.connection.close()
+
+    def insert_run(self, record: dict[str, Any], path: Path) -> None:
+        spec = record["spec"]
+        self.connection.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record["run_id"],
+                record["created_at"],
+                spec["dataset"]["name"],
+                spec["model"]["name"],
+                spec["defense"]["name"],
+                record["utility"]["train_accuracy"],
+                record["utility"]["test_accuracy"],
+                record["seconds"],
+                str(path),
+                json.dumps(record, sort_keys=True),
+            ),
+        )
+        for attack in record["attacks"]:
+            metrics = attack["metrics"]
+            self.connection.execute(
+                f"INSERT INTO results VALUES (?, ?, ?, ?, {_PLACEHOLDERS}, ?)",
+                (
+                    record["run_id"],
+                    attack["name"],
+                    attack["access"],
+                    json.dumps(attack["options"], sort_keys=True),
+                    *(metrics[c] for c in METRIC_COLUMNS),
+                    attack["seconds"],
+                ),
+            )
+
+    def runs(self, limit: int | None = None) -> list[sqlite3.Row]:
+        """Runs, newest first, each with its attacks' names and best AUC."""
+        query = """
+            SELECT runs.*, group_concat(results.attack, ', ') AS attacks,
+                   max(results.auc) AS best_auc
+            FROM runs LEFT JOIN results ON results.run_id = runs.id
+            GROUP BY runs.id ORDER BY runs.created_at DESC, runs.id DESC
+        """
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return list(self.connection.execute(query))
+
+    def find_run(self, prefix: str) -> dict[str, Any]:
+        """The full record of the run whose id is or starts with *prefix* (``latest`` works)."""
+        if prefix == "latest":
+            rows = list(
+                self.connection.execute(
+                    "SELECT record FROM runs ORDER BY created_at DESC, id DESC LIMIT 1"
+                )
+            )
+        else:
+            rows = list(
+                self.connection.execute(
+                    "SELECT record FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id",
+                    (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+                )
+            )
+        if not rows:
+            raise PrivbenchError(
+                f"no run '{prefix}' in {self.path}; list them with 'privbench runs'"
+            )
+        if len(rows) > 1:
+            raise PrivbenchError(f"'{prefix}' matches {len(rows)} runs; give more of the id")
+        return json.loads(rows[0]["record"])

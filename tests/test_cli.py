@@ -1,0 +1,100 @@
+"""The command line end to end, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from privbench.cli import main
+from privbench.plugins import set_registry
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry():
+    set_registry(None)
+    yield
+    set_registry(None)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def test_run_loss_attack_on_an_overfit_digits_model(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    code, out, err = run_cli(
+        capsys,
+        "run",
+        "--attack",
+        "loss",
+        "--attack",
+        "confidence",
+        "--shadows",
+        "1",
+        "--population",
+        "300",
+        "--epochs",
+        "100",
+        "--workspace",
+        ws,
+        "--quiet",
+    )
+    assert code == 0, err
+    assert "loss" in out and "confidence" in out and "AUC" in out
+    run_dir = next((tmp_path / "ws" / "runs").iterdir())
+    record = json.loads((run_dir / "results.json").read_text())
+    metrics = {a["name"]: a["metrics"] for a in record["attacks"]}
+    assert metrics["loss"]["auc"] > 0.57, metrics
+    assert record["utility"]["train_accuracy"] > record["utility"]["test_accuracy"]
+    # 2 models, each in turn the target: 2 x population evaluation points.
+    assert (
+        metrics["loss"]["n_members"] + metrics["loss"]["n_nonmembers"]
+        == 2 * record["spec"]["population"]
+    )
+
+    code, out, _ = run_cli(capsys, "runs", "--workspace", ws)
+    assert code == 0 and record["run_id"] in out
+    code, out, _ = run_cli(capsys, "show", record["run_id"][:18], "--workspace", ws)
+    assert code == 0 and "confidence" in out and f"{metrics['loss']['auc']:.4f}" in out
+
+
+def test_plugins_command_lists_failed_plugins(capsys, monkeypatch):
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_no_such_plugin")
+    code, out, _ = run_cli(capsys, "plugins", "--options")
+    assert code == 0
+    assert "privbench_no_such_plugin" in out and "failed" in out
+    assert "loss-attacks" in out and "small-cnn" in out
+
+
+def test_strict_turns_a_failed_plugin_into_an_error(capsys, monkeypatch):
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_no_such_plugin")
+    code, _, err = run_cli(capsys, "--strict", "plugins")
+    assert code == 2 and "privbench_no_such_plugin" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--attack", "los"], "did you mean 'loss'"),
+        (["run", "--dataset", "cifar10", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
+        (["run", "--attack", "confidence", "--attack-opt", "temperature=hot"], "expected a number"),
+        (
+            ["run", "--attack-opt", "temprature=2", "--attack", "confidence"],
+            "did you mean 'temperature'",
+        ),
+        (["run", "--epochs", "0"], "'epochs' must be >= 1"),
+        (["run", "--model", "small-cnn", "--model-opt", "width"], "--model-opt expects key=value"),
+        (["show", "nope"], "no results database"),
+    ],
+)
+def test_bad_input_gets_one_line(capsys, tmp_path, args, message):
+    code, out, err = run_cli(capsys, *args, "--workspace", str(tmp_path / "ws"))
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "ws" / "privbench.db").exists()

@@ -1,0 +1,205 @@
+"""The engine: the membership game, deterministic training, the store, signals, the audit."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import types
+from typing import ClassVar
+
+import attrs
+import numpy as np
+import pytest
+import torch
+
+from privbench import Access, AccessDeniedError, Model, OptionError, TrainingRecipe, hookimpl
+from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace, splits
+from privbench.engine.training import StandardTrainer, random_crop
+from privbench.plugins import Registry
+
+FAST = TrainingRecipe(epochs=8, batch_size=64, lr=0.05)
+
+
+def test_keep_masks_are_halves_and_stable_as_the_pool_grows():
+    masks = splits.keep_masks(101, 4, seed=3)
+    assert masks.shape == (4, 101)
+    assert (masks.sum(1) == 50).all()
+    assert not (masks[0] == masks[1]).all()
+    assert (splits.keep_masks(101, 8, seed=3)[:4] == masks).all()
+    assert not (splits.keep_masks(101, 4, seed=4) == masks).all()
+
+
+def test_population_indices_subsample_deterministically():
+    a = splits.population_indices(1000, 100, seed=1)
+    assert len(set(a.tolist())) == 100 and (np.diff(a) > 0).all()
+    assert (a == splits.population_indices(1000, 100, seed=1)).all()
+    assert (splits.population_indices(50, None, seed=1) == np.arange(50)).all()
+
+
+def test_random_crop_shifts_within_padding():
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    out = random_crop(x, 1, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for b in range(2):
+        windows = [padded[b, :, i : i + 4, j : j + 4] for i in range(3) for j in range(3)]
+        assert any(torch.equal(out[b], w) for w in windows)
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry.from_environment()
+
+
+@pytest.fixture(scope="module")
+def digits(registry):
+    return registry.create("dataset", "digits").load(None)
+
+
+def _small_model(registry, digits) -> Model:
+    net = registry.create("model", "small-cnn").create(digits.input_shape, digits.num_classes)
+    return Model(net, digits.mean, digits.std)
+
+
+def test_training_is_deterministic_on_the_cpu(registry, digits):
+    data = digits.train.subset(np.arange(256))
+    states = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = _small_model(registry, digits)
+        StandardTrainer(FAST, seed=7, device=torch.device("cpu")).fit(model, data)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_store_round_trip_is_atomic(tmp_path, registry, digits):
+    ws = Workspace(tmp_path).create()
+    model = _small_model(registry, digits)
+    ws.save_model("ab" * 32, model, {"note": 1})
+    assert ws.has_model("ab" * 32)
+    assert not [p for p in ws.model_dir("ab" * 32).parent.iterdir() if p.name.startswith(".")]
+    fresh = _small_model(registry, digits)
+    assert ws.load_model("ab" * 32, fresh) == {"note": 1}
+    assert all(
+        torch.equal(model.state_dict()[k], fresh.state_dict()[k]) for k in fresh.state_dict()
+    )
+    calls = []
+    first = ws.cached_tensor("ab" * 32, "x", lambda: calls.append(1) or torch.ones(3))
+    second = ws.cached_tensor("ab" * 32, "x", lambda: calls.append(1) or torch.zeros(3))
+    assert calls == [1] and torch.equal(first, second)
+
+
+def _spec(**overrides) -> AuditSpec:
+    base = {
+        "recipe": FAST,
+        "shadows": 3,
+        "population": 400,
+        "attacks": (PluginChoice("loss"), PluginChoice("confidence")),
+        "device": "cpu",
+    }
+    base.update(overrides)
+    return AuditSpec(**base)
+
+
+def test_second_run_trains_nothing_and_reproduces_the_metrics(tmp_path, registry):
+    ws = Workspace(tmp_path)
+    first = Audit.prepare(_spec(), registry).run(ws)
+    second = Audit.prepare(_spec(), registry).run(ws)
+    assert first.record["training"]["trained"] == 4
+    assert second.record["training"]["trained"] == 0
+    assert second.record["training"]["reused"] == 4
+    assert [a["metrics"] for a in first.record["attacks"]] == [
+        a["metrics"] for a in second.record["attacks"]
+    ]
+    # A bigger pool reuses the first models: masks depend only on (seed, index).
+    bigger = Audit.prepare(_spec(shadows=5), registry).run(ws)
+    assert bigger.record["training"]["trained"] == 2
+    with sqlite3.connect(ws.database) as db:
+        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
+        assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 6
+    record = json.loads((first.path / "results.json").read_text())
+    assert record["run_id"] == first.run_id
+    assert (first.path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_interrupted_run_resumes(tmp_path, registry, monkeypatch):
+    ws = Workspace(tmp_path)
+    original_fit = StandardTrainer.fit
+    calls = {"n": 0}
+
+    def flaky_fit(self, model, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original_fit(self, model, data)
+
+    monkeypatch.setattr(StandardTrainer, "fit", flaky_fit)
+    with pytest.raises(KeyboardInterrupt):
+        Audit.prepare(_spec(), registry).run(ws)
+    assert not ws.database.exists() and not list(ws.runs.iterdir())
+    monkeypatch.setattr(StandardTrainer, "fit", original_fit)
+    resumed = Audit.prepare(_spec(), registry).run(ws)
+    assert resumed.record["training"]["trained"] == 2
+
+
+def _cheating_plugin() -> types.ModuleType:
+    @attrs.frozen
+    class Cheat:
+        name: ClassVar[str] = "cheat"
+        description: ClassVar[str] = "declares logits, asks for gradients"
+        access: ClassVar[Access] = Access.LOGITS
+        min_shadows: ClassVar[int] = 0
+
+        def score(self, context):
+            pop = context.population
+            return context.target.input_gradient(pop.x, pop.y).flatten(1).norm(dim=1).numpy()
+
+    @attrs.frozen
+    class WhiteBox:
+        name: ClassVar[str] = "white-box"
+        description: ClassVar[str] = "reads the parameters it declared"
+        access: ClassVar[Access] = Access.PARAMETERS
+        min_shadows: ClassVar[int] = 2
+
+        def score(self, context):
+            assert all(isinstance(s.model, Model) for s in context.shadows)
+            assert context.shadow_keep.shape == (len(context.shadows), len(context.population))
+            pop = context.population
+            return -context.target.model.loss(pop.x, pop.y).detach().numpy()
+
+    module = types.ModuleType("cheating_plugin")
+
+    @hookimpl
+    def register_attacks(register):
+        register(Cheat)
+        register(WhiteBox)
+
+    module.register_attacks = register_attacks
+    return module
+
+
+def test_the_target_view_enforces_the_declared_access(tmp_path):
+    registry = Registry.from_environment()
+    registry.load_module(_cheating_plugin())
+    ws = Workspace(tmp_path)
+    with pytest.raises(AccessDeniedError, match="input_gradient needs 'input-gradients' access"):
+        Audit.prepare(_spec(attacks=(PluginChoice("cheat"),)), registry).run(ws)
+    assert not ws.database.exists(), "a failed attack must leave no half-written result"
+    result = Audit.prepare(_spec(attacks=(PluginChoice("white-box"),)), registry).run(ws)
+    assert result.record["attacks"][0]["access"] == "parameters"
+
+
+def test_validation_happens_before_any_work(tmp_path, registry):
+    with pytest.raises(OptionError, match="needs at least 2 shadow models"):
+        reg = Registry.from_environment()
+        reg.load_module(_cheating_plugin())
+        Audit.prepare(_spec(shadows=1, attacks=(PluginChoice("white-box"),)), reg)
+    with pytest.raises(OptionError, match="given twice"):
+        Audit.prepare(_spec(attacks=(PluginChoice("loss"), PluginChoice("loss"))), registry)
+    with pytest.raises(OptionError, match="--targets must be between 1 and 4"):
+        Audit.prepare(_spec(targets=5), registry)
+    with pytest.raises(OptionError, match="changes labels"):
+        Audit.prepare(_spec(recipe=TrainingRecipe(augment="flip")), registry).run(
+            Workspace(tmp_path)
+        )
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
