@@ -49,6 +49,14 @@ def _validate(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np
         raise ValueError(f"{int(np.isnan(scores).sum())} membership scores are NaN")
     if truth.all() or not truth.any():
         raise ValueError("metrics need both members and non-members")
+    infinite = np.isinf(scores)
+    if infinite.any():
+        # Only order matters: put infinities just beyond the finite range (sklearn refuses them).
+        finite = scores[~infinite]
+        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+        scores = np.where(
+            scores == np.inf, high + 1.0, np.where(scores == -np.inf, low - 1.0, scores)
+        )
     return scores, truth
 
 

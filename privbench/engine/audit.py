@@ -165,6 +165,25 @@ class Audit:
         net = self.model_factory.create(dataset.input_shape, dataset.num_classes)
         return self.defense.prepare_model(Model(net, dataset.mean, dataset.std))
 
+    def check_model(self, dataset: LoadedDataset) -> None:
+        """One forward pass on two samples, so that a model that cannot take this data fails
+        with one line before any training."""
+        model = self.build_model(dataset).eval()
+        c, h, w = dataset.input_shape
+        try:
+            with torch.no_grad():
+                logits = model(dataset.train.x[:2])
+        except Exception as err:
+            raise PrivbenchError(
+                f"model '{self.spec.model.name}' cannot take dataset '{self.spec.dataset.name}' "
+                f"inputs ({c}x{h}x{w}): {type(err).__name__}: {err}"
+            ) from None
+        if tuple(logits.shape) != (2, dataset.num_classes):
+            raise PrivbenchError(
+                f"model '{self.spec.model.name}' gives logits of shape {tuple(logits.shape)} "
+                f"for {dataset.num_classes} classes"
+            )
+
     def model_key(self, population: TensorData, keep: np.ndarray, index: int) -> str:
         spec = self.spec
         return digest(
@@ -259,6 +278,7 @@ class Audit:
         workspace.create()
         started = time.perf_counter()
         dataset, population, indices = self.load_data()
+        self.check_model(dataset)
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed)
         models, keys, metas, trained = self.train_pool(
             workspace, dataset, population, masks, progress
