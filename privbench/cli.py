@@ -208,19 +208,25 @@ def build_app(registry: Registry) -> typer.Typer:
             what="the training recipe",
         )
         per_attack = attack_options(attack, attack_opt)
-        spec = AuditSpec(
-            dataset=PluginChoice(dataset, parse_assignments(dataset_opt, flag="--dataset-opt")),
-            model=PluginChoice(model, parse_assignments(model_opt, flag="--model-opt")),
-            defense=PluginChoice(defense, parse_assignments(defense_opt, flag="--defense-opt")),
-            attacks=tuple(PluginChoice(name, per_attack[name]) for name in attack),
-            recipe=recipe,
-            shadows=_non_negative(shadows, "--shadows"),
-            targets=targets,
-            population=population,
-            seed=seed,
-            data_root=data_root,
-            device=device,
-        )
+        choices = {
+            "dataset": PluginChoice(dataset, parse_assignments(dataset_opt, flag="--dataset-opt")),
+            "model": PluginChoice(model, parse_assignments(model_opt, flag="--model-opt")),
+            "defense": PluginChoice(defense, parse_assignments(defense_opt, flag="--defense-opt")),
+            "attacks": tuple(PluginChoice(name, per_attack[name]) for name in attack),
+        }
+        try:
+            spec = AuditSpec(
+                **choices,
+                recipe=recipe,
+                shadows=shadows,
+                targets=targets,
+                population=population,
+                seed=seed,
+                data_root=data_root,
+                device=device,
+            )
+        except ValueError as err:  # attrs validators: "'population' must be >= 4: 2"
+            raise OptionError(f"bad value: {err.args[0]}") from None
         audit = Audit.prepare(spec, registry)
         ws = Workspace(workspace_path(workspace))
         progress = Progress(
@@ -329,12 +335,6 @@ def build_app(registry: Registry) -> typer.Typer:
 
     registry.call_register_commands(app)
     return app
-
-
-def _non_negative(value: int, flag: str) -> int:
-    if value < 0:
-        raise OptionError(f"{flag} must be 0 or more, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> None:

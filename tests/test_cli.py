@@ -98,3 +98,22 @@ def test_bad_input_gets_one_line(capsys, tmp_path, args, message):
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
     assert not (tmp_path / "ws" / "privbench.db").exists()
+
+
+def test_a_plugin_adds_a_sub_command(capsys, tmp_path, monkeypatch):
+    (tmp_path / "privbench_hello_plugin.py").write_text(
+        "import typer\n"
+        "from privbench import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_commands(app):\n"
+        "    @app.command()\n"
+        "    def hello(name: str = typer.Argument('world')):\n"
+        "        '''Say hello.'''\n"
+        "        print(f'hello {name}')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_hello_plugin")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["hello", "auditor"])
+    assert exit_info.value.code in (0, None)
+    assert capsys.readouterr().out.strip() == "hello auditor"

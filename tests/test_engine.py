@@ -203,3 +203,23 @@ def test_validation_happens_before_any_work(tmp_path, registry):
             Workspace(tmp_path)
         )
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_a_checkpoint_file_is_part_of_the_model_identity(tmp_path, registry):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "init.safetensors"
+    net = registry.create("model", "small-cnn").create((1, 8, 8), 10)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    registry_with_file = Registry.from_environment()
+
+    def key() -> str:
+        spec = _spec(model=PluginChoice("timm/test_resnet", {"checkpoint": str(path)}))
+        audit = Audit.prepare(spec, registry_with_file)
+        data = audit.dataset.load(None).train.subset(np.arange(8))
+        return audit.model_key(data, np.ones(8, dtype=bool), 0)
+
+    first = key()
+    assert key() == first
+    save_file({"other": torch.zeros(1)}, str(path))
+    assert key() != first

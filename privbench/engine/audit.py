@@ -26,7 +26,7 @@ from rich.progress import Progress
 
 import privbench
 from privbench.engine import splits
-from privbench.engine.store import STORE_FORMAT, Workspace, digest, tensor_digest
+from privbench.engine.store import STORE_FORMAT, Workspace, digest, file_digest, tensor_digest
 from privbench.engine.training import StandardTrainer, resolve_device
 from privbench.errors import OptionError, PrivbenchError
 from privbench.interfaces import (
@@ -66,10 +66,14 @@ class AuditSpec:
     recipe: TrainingRecipe = attrs.field(factory=TrainingRecipe)
     shadows: int = attrs.field(default=7, validator=attrs.validators.ge(0))
     """Shadow models beside the target: the pool holds ``shadows + 1`` models."""
-    targets: int | None = None
+    targets: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
     """How many models of the pool take a turn as target (the others are its shadows); all of
     them by default, giving ``(shadows + 1) x population`` evaluation points."""
-    population: int | None = None
+    population: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(4))
+    )
     """Population size drawn from the dataset's train split (all of it by default)."""
     seed: int = 0
     data_root: str | None = None
@@ -100,9 +104,18 @@ class RunResult:
 
 
 def _component_id(component: Component, instance: Any) -> dict[str, Any]:
+    """What identifies a configured plugin in store keys and results. Options naming a file (a
+    checkpoint) add the file's digest, so new weights at an old path are not mistaken for it."""
+    options = config_dict(instance)
+    files = {
+        key: file_digest(value)
+        for key, value in options.items()
+        if isinstance(value, str) and value and Path(value).expanduser().is_file()
+    }
     return {
         "name": component.name,
-        "options": config_dict(instance),
+        "options": options,
+        "files": files,
         "plugin": component.plugin.name,
         "version": component.plugin.version,
     }
@@ -139,6 +152,11 @@ class Audit:
         if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
             raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
         self.device = resolve_device(spec.device)
+        self.identity = {
+            "dataset": _component_id(self.dataset_component, self.dataset),
+            "model": _component_id(self.model_component, self.model_factory),
+            "defense": _component_id(self.defense_component, self.defense),
+        }
 
     @classmethod
     def prepare(cls, spec: AuditSpec, registry: Registry | None = None) -> Audit:
@@ -189,10 +207,10 @@ class Audit:
         return digest(
             {
                 "format": STORE_FORMAT,
-                "dataset": _component_id(self.dataset_component, self.dataset),
+                "dataset": self.identity["dataset"],
                 "population": tensor_digest(population.x, population.y),
-                "model": _component_id(self.model_component, self.model_factory),
-                "defense": _component_id(self.defense_component, self.defense),
+                "model": self.identity["model"],
+                "defense": self.identity["defense"],
                 "recipe": attrs.asdict(spec.recipe),
                 "keep": splits.mask_digest(keep),
                 "seed": splits.model_seed(spec.seed, index),
@@ -387,9 +405,9 @@ class Audit:
             "run_id": run_id,
             "created_at": created.isoformat(timespec="seconds"),
             "spec": {
-                "dataset": _component_id(self.dataset_component, self.dataset),
-                "model": _component_id(self.model_component, self.model_factory),
-                "defense": _component_id(self.defense_component, self.defense),
+                "dataset": self.identity["dataset"],
+                "model": self.identity["model"],
+                "defense": self.identity["defense"],
                 "recipe": attrs.asdict(spec.recipe),
                 "shadows": spec.shadows,
                 "targets": spec.targets if spec.targets is not None else spec.pool_size,

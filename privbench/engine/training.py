@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from privbench.errors import OptionError
 from privbench.interfaces import Model, TensorData, TrainingRecipe
 
 EpochCallback = Callable[[int, int], None]
@@ -18,7 +19,13 @@ EpochCallback = Callable[[int, int], None]
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise OptionError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError(f"device '{name}' asked for, but CUDA is not available here; use cpu")
+    return device
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -1,7 +1,9 @@
 """torchvision's image datasets, read from a local folder (``--data-root`` / ``PRIVBENCH_DATA``).
 
-privbench never downloads: every class is built with ``download=False``, and the expected files
-are checked first so that a missing dataset gets one line saying where to put what.
+privbench never downloads: every class is built with ``download=False``, and the files that
+torchvision will read are checked first, so a missing dataset gets one line of ours saying where
+to put what rather than torchvision's advice to download. torchvision is imported only when a
+dataset is loaded, so listing plugins stays fast.
 """
 
 from __future__ import annotations
@@ -18,29 +20,26 @@ from privbench import DatasetNotFoundError, LoadedDataset, TensorData, hookimpl
 
 ROOT_HINT = "pass --data-root DIR or set PRIVBENCH_DATA"
 
-
-def _require_root(data_root: str | None, what: str) -> Path:
-    if not data_root:
-        raise DatasetNotFoundError(f"{what} is read from a local folder: {ROOT_HINT}")
-    root = Path(data_root).expanduser()
-    if not root.is_dir():
-        raise DatasetNotFoundError(f"data root {root} does not exist: {ROOT_HINT}")
-    return root
+# Errors torchvision's readers raise on truncated or foreign files (MNIST's idx parser asserts).
+_CORRUPT = (RuntimeError, ValueError, TypeError, AssertionError, OSError, EOFError)
 
 
-def _limit(data: TensorData, limit: int | None, seed: int) -> TensorData:
-    if limit is None or limit >= len(data):
-        return data
-    rng = np.random.default_rng(seed)
-    return data.subset(np.sort(rng.choice(len(data), size=limit, replace=False)))
+def _limit_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted seeded subset, taken before conversion so a small ``limit`` stays cheap."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def _to_images(array: Any) -> torch.Tensor:
-    """uint8 ``N x H x W`` or ``N x H x W x C`` to float ``N x C x H x W`` in [0, 1]."""
+    """uint8 ``N x H x W`` or ``N x H x W x C`` to float ``N x C x H x W`` in [0, 1].
+
+    Made contiguous while still uint8, so only one float copy is ever allocated.
+    """
     images = torch.as_tensor(np.asarray(array))
     if images.ndim == 3:
         images = images.unsqueeze(-1)
-    return images.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    return images.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
 def _bundle(
@@ -62,57 +61,94 @@ def _limit_field() -> Any:
 
 @attrs.frozen
 class _TorchvisionSource:
-    """Shared loading for torchvision classes with ``.data`` and ``.targets`` arrays."""
+    """Shared loading for torchvision classes that hold ``.data`` and ``.targets`` arrays."""
 
     title: ClassVar[str]
     folder: ClassVar[str]
-    files: ClassVar[str]
+    """Where torchvision looks, relative to the data root."""
+    what: ClassVar[str]
+    """The files to put there, as a person downloading them would recognise them."""
     num_classes: ClassVar[int]
     hflip: ClassVar[bool]
 
     limit: int | None = _limit_field()
     """Use at most this many train images (a seeded random subset), for CPU-sized runs."""
     seed: int = 0
+    """Seed of the ``limit`` subset."""
 
     def dataset_class(self) -> Any:
         raise NotImplementedError
 
+    def required_files(self, dataset_class: Any) -> list[str]:
+        """The file names under :attr:`folder` that torchvision's constructor insists on."""
+        raise NotImplementedError
+
+    def _not_found(self, root: Path, problem: str) -> DatasetNotFoundError:
+        expected = root / self.folder
+        return DatasetNotFoundError(
+            f"{self.title} not found under {root}{problem}: put {self.what} at {expected} "
+            f"(privbench never downloads), or {ROOT_HINT}"
+        )
+
     def load(self, data_root: str | None) -> LoadedDataset:
-        root = _require_root(data_root, self.title)
+        if not data_root:
+            raise DatasetNotFoundError(
+                f"{self.title} is read from a local folder: {ROOT_HINT}, "
+                f"with {self.what} at DIR/{self.folder}"
+            )
+        root = Path(data_root).expanduser()
+        dataset_class = self.dataset_class()
         expected = root / self.folder
         if not expected.is_dir():
-            raise DatasetNotFoundError(
-                f"{self.title} not found under {root}: put {self.files} at {expected} "
-                f"(privbench never downloads), or {ROOT_HINT}"
-            )
+            raise self._not_found(root, "")
+        missing = [f for f in self.required_files(dataset_class) if not (expected / f).is_file()]
+        if missing:
+            raise self._not_found(root, f" ({expected} lacks {', '.join(missing)})")
         try:
-            splits = [
-                self.dataset_class()(str(root), train=t, download=False) for t in (True, False)
-            ]
-        except RuntimeError as err:
+            train_set, test_set = (
+                dataset_class(str(root), train=t, download=False) for t in (True, False)
+            )
+            keep = _limit_indices(len(train_set.targets), self.limit, self.seed)
+            train, test = (
+                TensorData(
+                    _to_images(np.asarray(s.data)[index]),
+                    torch.as_tensor(np.asarray(s.targets)[index], dtype=torch.long),
+                )
+                for s, index in ((train_set, keep), (test_set, slice(None)))
+            )
+        except _CORRUPT as err:
+            detail = " ".join(str(err).split()) or type(err).__name__
             raise DatasetNotFoundError(
-                f"{self.title} under {expected} is incomplete or corrupted ({err}); "
-                f"replace it with {self.files}"
+                f"{self.title} under {expected} is incomplete or corrupted ({detail}); "
+                f"replace it with {self.what}"
             ) from None
-        train, test = (
-            TensorData(_to_images(s.data), torch.as_tensor(np.asarray(s.targets), dtype=torch.long))
-            for s in splits
-        )
-        return _bundle(_limit(train, self.limit, self.seed), test, self.num_classes, self.hflip)
+        return _bundle(train, test, self.num_classes, self.hflip)
 
 
 @attrs.frozen
-class CIFAR10(_TorchvisionSource):
-    """CIFAR-10. torchvision checks each batch file against its official MD5 before unpickling
-    it, so only the genuine files are ever unpickled."""
+class _CIFAR(_TorchvisionSource):
+    """CIFAR's batch files are pickles. torchvision verifies the official MD5 of every batch file
+    (and of the meta file) before unpickling any of them, so only the genuine files are ever
+    unpickled: that is why reading them is safe. A file that fails the check surfaces as
+    torchvision's RuntimeError, which becomes our one-line "corrupted" error."""
+
+    hflip: ClassVar[bool] = True  # a mirrored car, frog or ship is still one
+
+    def required_files(self, dataset_class: Any) -> list[str]:
+        listed = dataset_class.train_list + dataset_class.test_list
+        return [name for name, _md5 in listed] + [dataset_class.meta["filename"]]
+
+
+@attrs.frozen
+class CIFAR10(_CIFAR):
+    __doc__ = _CIFAR.__doc__
 
     name: ClassVar[str] = "cifar10"
     description: ClassVar[str] = "CIFAR-10 (32x32 colour, 10 classes) from --data-root"
     title: ClassVar[str] = "CIFAR-10"
     folder: ClassVar[str] = "cifar-10-batches-py"
-    files: ClassVar[str] = "the extracted 'cifar-10-batches-py' folder of cifar-10-python.tar.gz"
+    what: ClassVar[str] = "the extracted 'cifar-10-batches-py' folder (from cifar-10-python.tar.gz)"
     num_classes: ClassVar[int] = 10
-    hflip: ClassVar[bool] = True
 
     def dataset_class(self) -> Any:
         from torchvision.datasets import CIFAR10 as Dataset
@@ -121,16 +157,15 @@ class CIFAR10(_TorchvisionSource):
 
 
 @attrs.frozen
-class CIFAR100(_TorchvisionSource):
-    """CIFAR-100 (fine labels); MD5-checked before unpickling, as CIFAR-10."""
+class CIFAR100(_CIFAR):
+    __doc__ = _CIFAR.__doc__
 
     name: ClassVar[str] = "cifar100"
-    description: ClassVar[str] = "CIFAR-100 (32x32 colour, 100 classes) from --data-root"
+    description: ClassVar[str] = "CIFAR-100 (32x32 colour, 100 fine classes) from --data-root"
     title: ClassVar[str] = "CIFAR-100"
     folder: ClassVar[str] = "cifar-100-python"
-    files: ClassVar[str] = "the extracted 'cifar-100-python' folder of cifar-100-python.tar.gz"
+    what: ClassVar[str] = "the extracted 'cifar-100-python' folder (from cifar-100-python.tar.gz)"
     num_classes: ClassVar[int] = 100
-    hflip: ClassVar[bool] = True
 
     def dataset_class(self) -> Any:
         from torchvision.datasets import CIFAR100 as Dataset
@@ -138,18 +173,46 @@ class CIFAR100(_TorchvisionSource):
         return Dataset
 
 
+_IDX_FILES = (
+    "the four uncompressed idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
+)
+
+
 @attrs.frozen
-class MNIST(_TorchvisionSource):
+class _MNISTLike(_TorchvisionSource):
+    """Reads the uncompressed idx files in ``root/<Class>/raw``, as torchvision's MNIST does."""
+
+    what: ClassVar[str] = _IDX_FILES
+
+    def required_files(self, dataset_class: Any) -> list[str]:
+        # torchvision also accepts a legacy processed/{training,test}.pt pair instead of raw/.
+        processed = Path(self.folder).parent / "processed"
+        if all(Path(p).is_file() for p in self._legacy(processed)):
+            return []
+        return [Path(url).name.removesuffix(".gz") for url, _md5 in dataset_class.resources]
+
+    def _legacy(self, processed: Path) -> list[Path]:
+        return [self._root / processed / name for name in ("training.pt", "test.pt")]
+
+    _root: Path = attrs.field(default=Path(), init=False, repr=False, eq=False)
+
+    def load(self, data_root: str | None) -> LoadedDataset:
+        if data_root:
+            object.__setattr__(self, "_root", Path(data_root).expanduser())
+        return super().load(data_root)
+
+
+@attrs.frozen
+class MNIST(_MNISTLike):
+    """Digits change class when mirrored (or become non-digits), so flips are off."""
+
     name: ClassVar[str] = "mnist"
-    description: ClassVar[str] = "MNIST (28x28 grey digits) from --data-root"
+    description: ClassVar[str] = "MNIST (28x28 grey digits, 10 classes) from --data-root"
     title: ClassVar[str] = "MNIST"
     folder: ClassVar[str] = "MNIST/raw"
-    files: ClassVar[str] = (
-        "the four uncompressed idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
-    )
     num_classes: ClassVar[int] = 10
-    hflip: ClassVar[bool] = False  # mirrored digits are not the same digits
+    hflip: ClassVar[bool] = False
 
     def dataset_class(self) -> Any:
         from torchvision.datasets import MNIST as Dataset
@@ -158,14 +221,16 @@ class MNIST(_TorchvisionSource):
 
 
 @attrs.frozen
-class FashionMNIST(_TorchvisionSource):
+class FashionMNIST(_MNISTLike):
+    """Flips are on: every Fashion-MNIST class (shirt, shoe, bag, ...) is still itself when
+    mirrored, even where the item is asymmetric (a left shoe mirrors into a right shoe)."""
+
     name: ClassVar[str] = "fashion-mnist"
-    description: ClassVar[str] = "Fashion-MNIST (28x28 grey clothing) from --data-root"
+    description: ClassVar[str] = "Fashion-MNIST (28x28 grey clothing, 10 classes) from --data-root"
     title: ClassVar[str] = "Fashion-MNIST"
     folder: ClassVar[str] = "FashionMNIST/raw"
-    files: ClassVar[str] = MNIST.files
     num_classes: ClassVar[int] = 10
-    hflip: ClassVar[bool] = True  # a mirrored shirt or shoe is still a shirt or shoe
+    hflip: ClassVar[bool] = True
 
     def dataset_class(self) -> Any:
         from torchvision.datasets import FashionMNIST as Dataset
@@ -176,62 +241,81 @@ class FashionMNIST(_TorchvisionSource):
 @attrs.frozen
 class ImageFolder:
     """Images in class folders (``root/<class>/*.png``), or ``root/train`` and ``root/test``
-    each laid out so; without them the images are split into train and test here."""
+    each laid out so; without those two, the images are split into train and test here,
+    stratified so that small folders keep every class on both sides."""
 
     name: ClassVar[str] = "imagefolder"
     description: ClassVar[str] = "class-per-folder images under --data-root (torchvision)"
 
     image_size: int = attrs.field(default=32, validator=attrs.validators.ge(4))
+    """Every image is resized to a square of this side (models need one input shape)."""
     grayscale: bool = False
     test_fraction: float = attrs.field(
         default=0.2, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)]
     )
+    """Used only without ``train/`` and ``test/`` folders."""
     limit: int | None = _limit_field()
+    """Use at most this many train images (a seeded random subset), for CPU-sized runs."""
     seed: int = 0
+    """Seed of the train/test split and of the ``limit`` subset."""
 
     def _read(self, folder: Path) -> tuple[TensorData, list[str]]:
         from torchvision import datasets, transforms
 
-        steps = [transforms.Resize((self.image_size, self.image_size))]
+        steps: list[Any] = [transforms.Resize((self.image_size, self.image_size))]
         if self.grayscale:
             steps.append(transforms.Grayscale())
         steps.append(transforms.PILToTensor())
         try:
             dataset = datasets.ImageFolder(str(folder), transform=transforms.Compose(steps))
+            # ImageFolder offers no array of pixels: each file must be decoded anyway.
+            images = torch.stack([image for image, _ in dataset]).float().div_(255.0)
         except (FileNotFoundError, RuntimeError) as err:
             raise DatasetNotFoundError(
-                f"no images in class folders under {folder} ({err}); lay them out as "
-                f"{folder}/<class name>/<image>.png"
+                f"no images in class folders under {folder} ({' '.join(str(err).split())}); "
+                f"lay them out as {folder}/<class name>/<image>.png"
             ) from None
-        images = torch.stack([image for image, _ in dataset]).float().div_(255.0)
-        labels = torch.tensor(dataset.targets, dtype=torch.long)
-        if images.shape[1] == 4:  # RGBA: drop alpha
-            images = images[:, :3]
-        return TensorData(images, labels), dataset.classes
+        except OSError as err:  # PIL's UnidentifiedImageError and truncated files
+            raise DatasetNotFoundError(
+                f"unreadable image under {folder}: {' '.join(str(err).split())}"
+            ) from None
+        return TensorData(images, torch.tensor(dataset.targets, dtype=torch.long)), dataset.classes
+
+    def _split(self, everything: TensorData) -> tuple[TensorData, TensorData]:
+        labels = everything.y.numpy()
+        indices = np.arange(len(labels))
+        try:
+            train_idx, test_idx = train_test_split(
+                indices, test_size=self.test_fraction, random_state=self.seed, stratify=labels
+            )
+        except ValueError:  # a class with one image, or fewer test slots than classes
+            train_idx, test_idx = train_test_split(
+                indices, test_size=self.test_fraction, random_state=self.seed
+            )
+        return everything.subset(train_idx), everything.subset(test_idx)
 
     def load(self, data_root: str | None) -> LoadedDataset:
-        root = _require_root(data_root, "imagefolder")
-        if (root / "train").is_dir() and (root / "test").is_dir():
-            (train, classes), (test, test_classes) = (
-                self._read(root / "train"),
-                self._read(root / "test"),
+        layout = "DIR/<class name>/<image>.png (or DIR/train/... and DIR/test/...)"
+        if not data_root:
+            raise DatasetNotFoundError(f"imagefolder reads {layout}: {ROOT_HINT}")
+        root = Path(data_root).expanduser()
+        if not root.is_dir():
+            raise DatasetNotFoundError(
+                f"imagefolder: {root} does not exist; put images at "
+                f"{layout.replace('DIR', str(root))}, or {ROOT_HINT}"
             )
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            train, classes = self._read(root / "train")
+            test, test_classes = self._read(root / "test")
             if classes != test_classes:
                 raise DatasetNotFoundError(
-                    f"{root}/train and {root}/test hold different class folders"
+                    f"{root / 'train'} and {root / 'test'} hold different class folders"
                 )
         else:
             everything, classes = self._read(root)
-            labels = everything.y.numpy()
-            stratify = labels if np.bincount(labels).min() >= 2 else None
-            train_idx, test_idx = train_test_split(
-                np.arange(len(labels)),
-                test_size=self.test_fraction,
-                random_state=self.seed,
-                stratify=stratify,
-            )
-            train, test = everything.subset(train_idx), everything.subset(test_idx)
-        return _bundle(_limit(train, self.limit, self.seed), test, len(classes), True)
+            train, test = self._split(everything)
+        train = train.subset(_limit_indices(len(train), self.limit, self.seed))
+        return _bundle(train, test, len(classes), True)
 
 
 @hookimpl
