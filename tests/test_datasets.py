@@ -3,119 +3,253 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from privbench_plugins.datasets.digits import Digits
+from privbench_plugins.datasets.synthetic import Synthetic
+from privbench_plugins.datasets.torchvision_datasets import (
+    CIFAR10,
+    CIFAR100,
+    MNIST,
+    FashionMNIST,
+    ImageFolder,
+)
+from sklearn.datasets import load_digits
 
-from privbench import DatasetNotFoundError, OptionError, UnknownPluginError
+from privbench import DatasetNotFoundError, LoadedDataset, UnknownPluginError
 from privbench.plugins import Registry
 
 
+def _rows(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Each sample as one row (pixels then label), sorted, to compare datasets as multisets."""
+    rows = np.concatenate([x.reshape(len(y), -1).numpy(), y[:, None].numpy()], axis=1)
+    return rows[np.lexsort(rows.T[::-1])]
+
+
+# -- digits ---------------------------------------------------------------------------------------
+
+
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.from_environment()
+def digits() -> LoadedDataset:
+    return Digits().load(None)
 
 
-def test_digits_is_real_stratified_and_deterministic(registry):
-    data = registry.create("dataset", "digits").load(None)
-    assert data.input_shape == (1, 8, 8) and data.num_classes == 10
-    assert len(data.train) + len(data.test) == 1797
-    assert len(data.test) == pytest.approx(0.3 * 1797, abs=1)
-    assert float(data.train.x.min()) >= 0.0 and float(data.train.x.max()) <= 1.0
-    assert not data.hflip_preserves_label
-    train_share = torch.bincount(data.train.y) / len(data.train)
-    test_share = torch.bincount(data.test.y) / len(data.test)
+def test_digits_shapes_range_and_classes(digits):
+    assert digits.input_shape == (1, 8, 8) and digits.num_classes == 10
+    assert digits.train.x.dtype == torch.float32 and digits.train.y.dtype == torch.int64
+    assert len(digits.train) + len(digits.test) == 1797
+    assert len(digits.test) == pytest.approx(0.3 * 1797, abs=1)
+    assert float(digits.train.x.min()) == 0.0 and float(digits.train.x.max()) == 1.0
+    assert set(digits.train.y.tolist()) == set(digits.test.y.tolist()) == set(range(10))
+    assert not digits.hflip_preserves_label
+    assert digits.mean[0] == pytest.approx(float(digits.train.x.mean()))
+    assert len(digits.mean) == len(digits.std) == 1
+
+
+def test_digits_split_is_a_stratified_partition(digits):
+    bunch = load_digits()
+    everything = _rows(
+        torch.tensor(bunch.images, dtype=torch.float32) / 16.0, torch.tensor(bunch.target)
+    )
+    train, test = digits.train, digits.test
+    together = _rows(torch.cat([train.x, test.x])[:, 0], torch.cat([train.y, test.y]))
+    np.testing.assert_array_equal(together, everything)  # every sample exactly once
+    train_share = torch.bincount(train.y) / len(train)
+    test_share = torch.bincount(test.y) / len(test)
     assert torch.allclose(train_share, test_share, atol=0.01)
-    again = registry.create("dataset", "digits").load(None)
-    assert torch.equal(again.train.x, data.train.x) and torch.equal(again.test.y, data.test.y)
-    other = registry.create("dataset", "digits", {"seed": "1", "test_fraction": "0.25"}).load(None)
+
+
+def test_digits_is_deterministic_per_seed(digits):
+    again = Digits().load("/ignored")
+    assert torch.equal(again.train.x, digits.train.x) and torch.equal(again.test.y, digits.test.y)
+    other = Digits(seed=1, test_fraction=0.25).load(None)
     assert len(other.test) == pytest.approx(0.25 * 1797, abs=1)
-    assert not torch.equal(other.train.y[:50], data.train.y[:50])
+    assert not torch.equal(other.train.y[:50], digits.train.y[:50])
 
 
-def test_digits_rejects_a_bad_fraction(registry):
-    with pytest.raises(OptionError, match="test_fraction"):
-        registry.create("dataset", "digits", {"test_fraction": "1.5"})
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1.5])
+def test_digits_rejects_a_bad_fraction(fraction):
+    with pytest.raises(ValueError, match="test_fraction"):
+        Digits(test_fraction=fraction)
 
 
-def test_synthetic_is_seeded_and_label_noise_relabels(registry):
-    make = lambda **o: registry.create("dataset", "synthetic", o).load(None)  # noqa: E731
-    a, b, c = make(seed=1), make(seed=1), make(seed=2)
+# -- synthetic ------------------------------------------------------------------------------------
+
+
+def test_synthetic_shapes_and_range():
+    data = Synthetic(num_train=40, num_test=20, num_classes=3, channels=1, size=8).load(None)
+    assert data.input_shape == (1, 8, 8) and data.num_classes == 3
+    assert len(data.train) == 40 and len(data.test) == 20
+    assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.int64
+    assert float(data.train.x.min()) >= 0.0 and float(data.train.x.max()) <= 1.0
+    assert set(data.train.y.tolist()) <= {0, 1, 2}
+
+
+def test_synthetic_is_seeded():
+    a, b, c = (Synthetic(seed=s).load(None) for s in (1, 1, 2))
     assert a.input_shape == (3, 16, 16) and len(a.train) == 1000 and len(a.test) == 500
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.train.y, b.train.y)
+    assert torch.equal(a.test.x, b.test.x) and a.mean == b.mean
     assert not torch.equal(a.train.x, c.train.x)
-    noisy = make(seed=1, label_noise=0.5)
-    assert torch.equal(noisy.train.x, a.train.x)
-    changed = float((noisy.train.y != a.train.y).float().mean())
-    assert 0.3 < changed < 0.6  # half relabelled, of which 1/10 keep their label by chance
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    dims = array.shape
-    header = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
+def test_synthetic_label_noise_relabels_train_only():
+    clean, noisy = (Synthetic(seed=1, label_noise=p).load(None) for p in (0.0, 0.5))
+    assert torch.equal(noisy.train.x, clean.train.x) and torch.equal(noisy.test.y, clean.test.y)
+    changed = float((noisy.train.y != clean.train.y).float().mean())
+    assert 0.35 < changed < 0.55  # half relabelled, of which 1/10 keep their label by chance
+
+
+# -- torchvision folders --------------------------------------------------------------------------
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The big-endian idx format of MNIST: magic (0, 0, type 0x08 = uint8, ndim), dims, bytes."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def test_mnist_is_read_from_a_local_folder(tmp_path, registry):
-    raw = tmp_path / "MNIST" / "raw"
+def _fake_mnist(root: Path, folder: str = "MNIST") -> np.ndarray:
+    raw = root / folder / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 30), ("t10k", 12)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
-    data = registry.create("dataset", "mnist").load(str(tmp_path))
-    assert data.input_shape == (1, 28, 28) and len(data.train) == 30 and len(data.test) == 12
+    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28))
+    _write_idx(raw / "train-images-idx3-ubyte", images)
+    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(30) % 10)
+    _write_idx(raw / "t10k-images-idx3-ubyte", images[:12])
+    _write_idx(raw / "t10k-labels-idx1-ubyte", (np.arange(12) + 3) % 10)
+    return images
+
+
+def test_mnist_is_read_from_a_local_folder(tmp_path):
+    images = _fake_mnist(tmp_path)
+    data = MNIST().load(str(tmp_path))
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert len(data.train) == 30 and len(data.test) == 12
+    assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.int64
     assert data.train.y.tolist() == [i % 10 for i in range(30)]
-    assert float(data.train.x.min()) >= 0.0 and float(data.train.x.max()) <= 1.0
-    limited = registry.create("dataset", "mnist", {"limit": "10"}).load(str(tmp_path))
+    assert data.test.y.tolist() == [(i + 3) % 10 for i in range(12)]
+    expected = torch.tensor(images, dtype=torch.float32)[:, None] / 255.0
+    assert torch.equal(data.train.x, expected)
+    assert data.mean[0] == pytest.approx(float(expected.mean()), rel=1e-5)
+    assert not data.hflip_preserves_label
+
+
+def test_limit_takes_a_seeded_subset_of_train_only(tmp_path):
+    _fake_mnist(tmp_path, "FashionMNIST")
+    full = FashionMNIST().load(str(tmp_path))
+    assert full.hflip_preserves_label
+    limited = FashionMNIST(limit=10).load(str(tmp_path))
     assert len(limited.train) == 10 and len(limited.test) == 12
+    full_rows = {row.tobytes() for row in _rows(full.train.x, full.train.y)}
+    assert all(row.tobytes() in full_rows for row in _rows(limited.train.x, limited.train.y))
+    assert limited.mean[0] == pytest.approx(float(limited.train.x.mean()), rel=1e-5)
+    assert torch.equal(FashionMNIST(limit=10).load(str(tmp_path)).train.x, limited.train.x)
+    reseeded = FashionMNIST(limit=10, seed=1).load(str(tmp_path))
+    assert not torch.equal(reseeded.train.x, limited.train.x)
+    with pytest.raises(ValueError, match="limit"):
+        FashionMNIST(limit=0)
 
 
-def test_imagefolder_splits_class_folders(tmp_path, registry):
-    rng = np.random.default_rng(0)
-    for label in ("cat", "dog"):
-        (tmp_path / label).mkdir()
-        for i in range(10):
-            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
-    data = registry.create("dataset", "imagefolder", {"image_size": "8"}).load(str(tmp_path))
+def _write_pngs(folder: Path, classes: tuple[str, ...], per_class: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for label in classes:
+        (folder / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / label / f"{i}.png")
+
+
+def test_imagefolder_splits_class_folders(tmp_path):
+    _write_pngs(tmp_path, ("cat", "dog"), 10)
+    data = ImageFolder(image_size=8).load(str(tmp_path))
     assert data.input_shape == (3, 8, 8) and data.num_classes == 2
+    assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.int64
+    assert float(data.train.x.min()) >= 0.0 and float(data.train.x.max()) <= 1.0
     assert len(data.train) == 16 and len(data.test) == 4
-    assert sorted(torch.bincount(data.test.y).tolist()) == [2, 2]
-    grey = registry.create("dataset", "imagefolder", {"grayscale": "true"}).load(str(tmp_path))
-    assert grey.input_shape == (1, 32, 32)
+    assert torch.bincount(data.test.y).tolist() == [2, 2]
+    assert data.hflip_preserves_label
+    again = ImageFolder(image_size=8).load(str(tmp_path))
+    assert torch.equal(again.test.x, data.test.x)
+    grey = ImageFolder(grayscale=True, limit=5).load(str(tmp_path))
+    assert grey.input_shape == (1, 32, 32) and len(grey.train) == 5 and len(grey.test) == 4
 
 
-@pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("cifar10", "cifar-10-batches-py"),
-        ("cifar100", "cifar-100-python"),
-        ("mnist", "MNIST/raw"),
-        ("fashion-mnist", "FashionMNIST/raw"),
-    ],
-)
-def test_a_missing_dataset_says_where_to_put_it(tmp_path, registry, name, expected):
-    with pytest.raises(DatasetNotFoundError) as err:
-        registry.create("dataset", name).load(str(tmp_path))
-    message = str(err.value)
-    assert str(tmp_path / expected) in message and "\n" not in message
-    with pytest.raises(DatasetNotFoundError, match="--data-root DIR or set PRIVBENCH_DATA"):
-        registry.create("dataset", name).load(None)
+def test_imagefolder_uses_train_and_test_folders(tmp_path):
+    _write_pngs(tmp_path / "train", ("a", "b", "c"), 3)
+    _write_pngs(tmp_path / "test", ("a", "b", "c"), 1, seed=1)
+    data = ImageFolder(image_size=8).load(str(tmp_path))
+    assert len(data.train) == 9 and len(data.test) == 3 and data.num_classes == 3
+    assert data.test.y.tolist() == [0, 1, 2]
 
 
-def test_corrupted_cifar_is_one_line(tmp_path, registry):
-    (tmp_path / "cifar-10-batches-py").mkdir()
-    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"not the real file")
-    with pytest.raises(DatasetNotFoundError, match="incomplete or corrupted") as err:
-        registry.create("dataset", "cifar10").load(str(tmp_path))
+def test_imagefolder_without_images_says_how_to_lay_them_out(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="class name") as err:
+        ImageFolder().load(str(tmp_path))
     assert "\n" not in str(err.value)
 
 
-def test_empty_imagefolder_and_unknown_names(tmp_path, registry):
-    with pytest.raises(DatasetNotFoundError, match="class folders"):
-        registry.create("dataset", "imagefolder").load(str(tmp_path))
-    with pytest.raises(UnknownPluginError, match="did you mean 'digits'"):
+SOURCES = [
+    (CIFAR10, "cifar-10-batches-py"),
+    (CIFAR100, "cifar-100-python"),
+    (MNIST, "MNIST/raw"),
+    (FashionMNIST, "FashionMNIST/raw"),
+    (ImageFolder, "<class name>"),
+]
+
+
+@pytest.mark.parametrize(("source", "expected"), SOURCES)
+def test_a_missing_dataset_says_where_to_put_it(tmp_path, source, expected):
+    root = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError) as err:
+        source().load(str(root))
+    message = str(err.value)
+    assert f"{root}/{expected}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(("source", "expected"), SOURCES)
+def test_no_data_root_asks_for_one(source, expected):
+    with pytest.raises(DatasetNotFoundError) as err:
+        source().load(None)
+    message = str(err.value)
+    assert "--data-root DIR or set PRIVBENCH_DATA" in message and "\n" not in message
+
+
+def test_a_partial_mnist_names_the_missing_file(tmp_path):
+    _fake_mnist(tmp_path)
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetNotFoundError, match="lacks t10k-labels-idx1-ubyte"):
+        MNIST().load(str(tmp_path))
+
+
+def test_corrupted_files_are_one_line(tmp_path):
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (cifar / name).write_bytes(b"not the real file")  # fails torchvision's md5 check
+    mnist = tmp_path / "MNIST" / "raw"
+    mnist.mkdir(parents=True)
+    for name in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
+        (mnist / f"{name}-ubyte").write_bytes(b"\x00\x00\x08\x07garbage")
+    for source in (CIFAR10, MNIST):
+        with pytest.raises(DatasetNotFoundError, match="incomplete or corrupted") as err:
+            source().load(str(tmp_path))
+        assert "\n" not in str(err.value)
+
+
+# -- registry -------------------------------------------------------------------------------------
+
+
+def test_the_registry_finds_the_datasets():
+    registry = Registry.from_environment()
+    assert {"digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion-mnist"} <= set(
+        registry.names("dataset")
+    )
+    assert "imagefolder" in registry.names("dataset")
+    digits = registry.create("dataset", "digits", {"test_fraction": "0.25"})
+    assert isinstance(digits, Digits) and digits.test_fraction == 0.25
+    with pytest.raises(UnknownPluginError, match="'digits'"):
         registry.create("dataset", "digitz")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -18,6 +19,8 @@ from privbench import LoadedDataset, TensorData, hookimpl
 
 @attrs.frozen
 class Digits:
+    """The split is stratified so that even a small test set measures every class."""
+
     name: ClassVar[str] = "digits"
     description: ClassVar[str] = "scikit-learn's 1797 real 8x8 handwritten digits (offline)"
 
@@ -33,7 +36,7 @@ class Digits:
         x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
         y = torch.tensor(bunch.target, dtype=torch.long)
         train_idx, test_idx = train_test_split(
-            torch.arange(len(y)).numpy(),
+            np.arange(len(y)),
             test_size=self.test_fraction,
             random_state=self.seed,
             stratify=y.numpy(),
@@ -43,7 +46,7 @@ class Digits:
             train=train,
             test=TensorData(x[test_idx], y[test_idx]),
             num_classes=10,
-            mean=(float(train.x.mean()),),
+            mean=(float(train.x.mean()),),  # one channel, so per channel = overall
             std=(float(train.x.std()),),
             hflip_preserves_label=False,  # a mirrored 2, 3, 7 ... is not the same digit
         )

@@ -26,9 +26,12 @@ class Synthetic:
     channels: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     size: int = attrs.field(default=16, validator=attrs.validators.ge(4))
     noise: float = attrs.field(default=0.15, validator=attrs.validators.ge(0.0))
+    """Standard deviation of the per-pixel Gaussian noise around each class prototype (whose
+    pixels lie in [0, 1]): larger makes the classes overlap."""
     label_noise: float = attrs.field(
         default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
+    """Fraction of train labels redrawn uniformly at random; test labels stay clean."""
     seed: int = 0
 
     def _images(self, labels: torch.Tensor, prototypes: torch.Tensor, g: torch.Generator):

@@ -79,7 +79,7 @@ class _TorchvisionSource:
     def dataset_class(self) -> Any:
         raise NotImplementedError
 
-    def required_files(self, dataset_class: Any) -> list[str]:
+    def required_files(self, dataset_class: Any, root: Path) -> list[str]:
         """The file names under :attr:`folder` that torchvision's constructor insists on."""
         raise NotImplementedError
 
@@ -99,11 +99,11 @@ class _TorchvisionSource:
         root = Path(data_root).expanduser()
         dataset_class = self.dataset_class()
         expected = root / self.folder
-        if not expected.is_dir():
-            raise self._not_found(root, "")
-        missing = [f for f in self.required_files(dataset_class) if not (expected / f).is_file()]
+        required = self.required_files(dataset_class, root)
+        missing = [name for name in required if not (expected / name).is_file()]
         if missing:
-            raise self._not_found(root, f" ({expected} lacks {', '.join(missing)})")
+            some = len(missing) < len(required)
+            raise self._not_found(root, f" ({expected} lacks {', '.join(missing)})" if some else "")
         try:
             train_set, test_set = (
                 dataset_class(str(root), train=t, download=False) for t in (True, False)
@@ -118,6 +118,8 @@ class _TorchvisionSource:
             )
         except _CORRUPT as err:
             detail = " ".join(str(err).split()) or type(err).__name__
+            if "download=True" in detail:  # torchvision's advice does not apply here
+                detail = "a file is missing or fails its official MD5 check"
             raise DatasetNotFoundError(
                 f"{self.title} under {expected} is incomplete or corrupted ({detail}); "
                 f"replace it with {self.what}"
@@ -134,7 +136,7 @@ class _CIFAR(_TorchvisionSource):
 
     hflip: ClassVar[bool] = True  # a mirrored car, frog or ship is still one
 
-    def required_files(self, dataset_class: Any) -> list[str]:
+    def required_files(self, dataset_class: Any, root: Path) -> list[str]:
         listed = dataset_class.train_list + dataset_class.test_list
         return [name for name, _md5 in listed] + [dataset_class.meta["filename"]]
 
@@ -185,22 +187,12 @@ class _MNISTLike(_TorchvisionSource):
 
     what: ClassVar[str] = _IDX_FILES
 
-    def required_files(self, dataset_class: Any) -> list[str]:
-        # torchvision also accepts a legacy processed/{training,test}.pt pair instead of raw/.
-        processed = Path(self.folder).parent / "processed"
-        if all(Path(p).is_file() for p in self._legacy(processed)):
+    def required_files(self, dataset_class: Any, root: Path) -> list[str]:
+        # torchvision also accepts the legacy processed/{training,test}.pt pair instead of raw/.
+        processed = root / Path(self.folder).parent / "processed"
+        if all((processed / name).is_file() for name in ("training.pt", "test.pt")):
             return []
         return [Path(url).name.removesuffix(".gz") for url, _md5 in dataset_class.resources]
-
-    def _legacy(self, processed: Path) -> list[Path]:
-        return [self._root / processed / name for name in ("training.pt", "test.pt")]
-
-    _root: Path = attrs.field(default=Path(), init=False, repr=False, eq=False)
-
-    def load(self, data_root: str | None) -> LoadedDataset:
-        if data_root:
-            object.__setattr__(self, "_root", Path(data_root).expanduser())
-        return super().load(data_root)
 
 
 @attrs.frozen
