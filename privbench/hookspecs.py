@@ -10,8 +10,9 @@ declares the built-in plugins exactly as a third party declares theirs)::
     def register_attacks(register):
         register(MyAttack)
 
-Each ``register`` callback takes a plugin *class* with a unique ``name`` and an attrs ``Config``
-class (see :mod:`privbench.interfaces`); the core instantiates it with a validated config.
+Each ``register`` callback takes a plugin *class*: an attrs class with a unique ``name`` whose
+fields are its options (see :mod:`privbench.interfaces`); the core instantiates it from the
+user's validated options.
 """
 
 from __future__ import annotations
