@@ -1,0 +1,149 @@
+"""Contract checks for plugin authors: does a plugin class keep the promises the core relies on?
+
+Use them in your plugin's tests::
+
+    from privbench.testing import check_attack
+    from my_plugin import MyAttack
+
+    def test_contract():
+        check_attack(MyAttack)
+
+Each check builds the plugin with its default options, exercises it on tiny synthetic inputs on
+the CPU and raises ``AssertionError`` with the broken promise. privbench runs them on every
+built-in plugin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from privbench.interfaces import (
+    Access,
+    AttackContext,
+    LoadedDataset,
+    Model,
+    ModelView,
+    TensorData,
+    TrainingRecipe,
+)
+from privbench.options import describe_options
+
+
+def check_plugin_class(cls: type) -> None:
+    """Name, description, attrs options with defaults that describe themselves."""
+    assert isinstance(getattr(cls, "name", None), str) and cls.name, "needs a 'name' ClassVar"
+    assert cls.name == cls.name.strip() and " " not in cls.name, "names are single words"
+    assert isinstance(getattr(cls, "description", None), str) and cls.description, (
+        f"{cls.name}: needs a one-line 'description' ClassVar"
+    )
+    assert "\n" not in cls.description, f"{cls.name}: description must be one line"
+    assert attrs.has(cls), f"{cls.name}: must be an attrs class (its fields are its options)"
+    describe_options(cls)  # annotations must resolve
+
+
+def _tiny_model(shape: tuple[int, int, int] = (1, 8, 8), classes: int = 3) -> Model:
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), classes))
+    net.forward_features = lambda x: x.flatten(1)  # type: ignore[attr-defined]
+    net.forward_head = lambda f, pre_logits=False: f if pre_logits else net[1](f)  # type: ignore[attr-defined]
+    net.get_classifier = lambda: net[1]  # type: ignore[attr-defined]
+    return Model(net, [0.5] * shape[0], [0.5] * shape[0]).eval()
+
+
+def check_dataset(cls: type, data_root: str | None = None, **options: Any) -> LoadedDataset:
+    """``load`` returns float images in [0, 1] of one shape, int64 labels in range, stats."""
+    check_plugin_class(cls)
+    data = cls(**options).load(data_root)
+    assert isinstance(data, LoadedDataset), f"{cls.name}: load must return a LoadedDataset"
+    for split in ("train", "test"):
+        part: TensorData = getattr(data, split)
+        assert len(part) > 0, f"{cls.name}: empty {split} split"
+        assert part.x.dtype == torch.float32 and part.x.ndim == 4, (
+            f"{cls.name}: N x C x H x W float32"
+        )
+        assert part.y.dtype == torch.int64, f"{cls.name}: labels must be int64"
+        assert float(part.x.min()) >= 0.0 and float(part.x.max()) <= 1.0, (
+            f"{cls.name}: pixels in [0, 1]"
+        )
+        assert int(part.y.min()) >= 0 and int(part.y.max()) < data.num_classes, (
+            f"{cls.name}: label range"
+        )
+    assert data.test.x.shape[1:] == data.train.x.shape[1:], f"{cls.name}: splits differ in shape"
+    channels = data.input_shape[0]
+    assert len(data.mean) == len(data.std) == channels, f"{cls.name}: one mean/std per channel"
+    assert all(s > 0 for s in data.std), f"{cls.name}: std must be positive"
+    return data
+
+
+def check_model(cls: type, input_shape: tuple[int, int, int] = (3, 16, 16), **options: Any) -> None:
+    """timm's API: logits of the right shape, and the head applied to the penultimate features
+    gives the same logits (what feature-level defenses and scorers rely on)."""
+    check_plugin_class(cls)
+    torch.manual_seed(0)
+    net = cls(**options).create(input_shape, 5)
+    model = Model(net, [0.5] * input_shape[0], [0.5] * input_shape[0]).eval()
+    x = torch.rand(3, *input_shape)
+    with torch.no_grad():
+        logits = model(x)
+        again = model.classify_features(model.features(x))
+    assert logits.shape == (3, 5), f"{cls.name}: logits of shape {tuple(logits.shape)}"
+    assert torch.allclose(logits, again, atol=1e-4), f"{cls.name}: head(features) != logits"
+    x.requires_grad_(True)
+    model.loss(x, torch.tensor([0, 1, 2])).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all(), f"{cls.name}: input gradients"
+
+
+def check_defense(cls: type, **options: Any) -> None:
+    """A defense trains a model through ``fit`` and releases something that classifies."""
+    from privbench.engine.training import StandardTrainer
+
+    check_plugin_class(cls)
+    defense = cls(**options)
+    model = defense.prepare_model(_tiny_model())
+    data = TensorData(torch.rand(16, 1, 8, 8), torch.arange(16) % 3)
+    trainer = StandardTrainer(
+        TrainingRecipe(epochs=1, batch_size=8), seed=0, device=torch.device("cpu")
+    )
+    meta = defense.fit(model, data, trainer)
+    assert isinstance(meta, dict), f"{cls.name}: fit must return a dict of JSON metadata"
+    released = defense.release(model)
+    with torch.no_grad():
+        assert released(data.x).shape == (16, 3), f"{cls.name}: released model must classify"
+
+
+def check_attack(cls: type, shadows: int | None = None, **options: Any) -> np.ndarray:
+    """``score`` returns one finite score per population sample using only declared access."""
+    check_plugin_class(cls)
+    attack = cls(**options)
+    assert isinstance(attack.access, Access), f"{cls.name}: 'access' must be an Access"
+    count = max(getattr(attack, "min_shadows", 0), 2 if shadows is None else shadows)
+    rng = np.random.default_rng(0)
+    population = TensorData(torch.rand(20, 1, 8, 8), torch.arange(20) % 3)
+
+    def view(model: Model, access: Access) -> ModelView:
+        cache: dict[str, torch.Tensor] = {}
+
+        def population_logits(augmentation: str) -> torch.Tensor:
+            if augmentation not in cache:
+                x = population.x.flip(-1) if augmentation == "hflip" else population.x
+                cache[augmentation] = ModelView(model, Access.LOGITS).logits(x)
+            return cache[augmentation]
+
+        return ModelView(model, access, population_logits=population_logits)
+
+    context = AttackContext(
+        target=view(_tiny_model(), attack.access),
+        shadows=[view(_tiny_model(), Access.PARAMETERS) for _ in range(count)],
+        shadow_keep=rng.random((count, 20)) < 0.5,
+        population=population,
+        num_classes=3,
+        seed=0,
+    )
+    scores = np.asarray(attack.score(context), dtype=np.float64)
+    assert scores.shape == (20,), f"{cls.name}: one score per sample, got {scores.shape}"
+    assert not np.isnan(scores).any(), f"{cls.name}: NaN scores"
+    return scores

@@ -1,0 +1,60 @@
+"""Every built-in plugin keeps the contract that privbench.testing checks for third parties."""
+
+from __future__ import annotations
+
+import pytest
+
+from privbench import testing
+from privbench.plugins import Registry
+
+REGISTRY = Registry.from_environment()
+# Datasets that read local files are covered with fake files in test_datasets.py.
+NEEDS_FILES = {"cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder"}
+
+
+def builtin(kind: str) -> list:
+    return [c for c in REGISTRY.components(kind) if c.plugin.distribution == "privbench"]
+
+
+@pytest.mark.parametrize("component", builtin("dataset"), ids=lambda c: c.name)
+def test_dataset_contract(component):
+    if component.name in NEEDS_FILES:
+        testing.check_plugin_class(component.cls)
+    else:
+        testing.check_dataset(component.cls)
+
+
+@pytest.mark.parametrize("component", builtin("model"), ids=lambda c: c.name)
+def test_model_contract(component):
+    options = {"arch": "test_resnet"} if component.name == "timm" else {}
+    testing.check_model(component.cls, (3, 16, 16), **options)
+    testing.check_model(component.cls, (1, 8, 8), **options)
+
+
+@pytest.mark.parametrize("component", builtin("defense"), ids=lambda c: c.name)
+def test_defense_contract(component):
+    testing.check_defense(component.cls)
+
+
+@pytest.mark.parametrize("component", builtin("attack"), ids=lambda c: c.name)
+def test_attack_contract(component):
+    testing.check_attack(component.cls)
+
+
+def test_the_kit_catches_a_broken_attack():
+    import attrs
+    import numpy as np
+
+    from privbench import Access
+
+    @attrs.frozen
+    class TooFew:
+        name = "too-few"
+        description = "returns one score short"
+        access = Access.LOGITS
+
+        def score(self, context):
+            return np.zeros(len(context.population) - 1)
+
+    with pytest.raises(AssertionError, match="one score per sample"):
+        testing.check_attack(TooFew)
