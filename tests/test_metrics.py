@@ -3,36 +3,56 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 
 import numpy as np
 import pytest
+from scipy.stats import beta
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from privbench.metrics import clopper_pearson, compute_metrics, roc, tpr_at_fpr
 from privbench.report import plot_roc, write_json_atomic
 
 
-def brute_force(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Every threshold ``score >= t`` by a plain loop: TPR@FPR, balanced accuracy, advantage."""
-    best = {"tpr@0.001": 0.0, "tpr@0.01": 0.0, "bal": 0.5, "adv": 0.0}
+def epsilon_at(tpr: float, fpr: float, delta: float) -> float:
+    """One threshold's eps from the two DP inequalities; -inf where neither bounds anything."""
+    best = -math.inf
+    if fpr > 0 and tpr - delta > 0:
+        best = max(best, math.log((tpr - delta) / fpr))
+    if tpr < 1 and 1 - fpr - delta > 0:
+        best = max(best, math.log((1 - fpr - delta) / (1 - tpr)))
+    return best
+
+
+def brute_force(scores: np.ndarray, truth: np.ndarray, delta: float = 1e-5) -> dict[str, float]:
+    """Every threshold ``score >= t`` by a plain loop, with scalar Clopper-Pearson at 95%."""
+    best = {"tpr@0.001": 0.0, "tpr@0.01": 0.0, "bal": 0.5, "adv": 0.0, "eps": 0.0, "eps_lb": 0.0}
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
     for t in [*sorted(set(scores.tolist())), np.inf]:
         predicted = scores >= t
-        tpr = (predicted & truth).sum() / truth.sum()
-        fpr = (predicted & ~truth).sum() / (~truth).sum()
+        tp, fp = int((predicted & truth).sum()), int((predicted & ~truth).sum())
+        tpr, fpr = tp / n_pos, fp / n_neg
         for level in (0.001, 0.01):
             if fpr <= level:
                 best[f"tpr@{level}"] = max(best[f"tpr@{level}"], tpr)
         best["bal"] = max(best["bal"], (tpr + 1 - fpr) / 2)
         best["adv"] = max(best["adv"], tpr - fpr)
+        best["eps"] = max(best["eps"], epsilon_at(tpr, fpr, delta))
+        tpr_lo = beta.ppf(0.025, tp, n_pos - tp + 1) if tp > 0 else 0.0
+        fpr_hi = beta.ppf(0.975, fp + 1, n_neg - fp) if fp < n_neg else 1.0
+        best["eps_lb"] = max(best["eps_lb"], epsilon_at(tpr_lo, fpr_hi, delta))
     return best
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_metrics_match_sklearn_and_brute_force(seed):
     rng = np.random.default_rng(seed)
-    truth = rng.random(3000) < 0.5
-    # Rounded scores create ties; members are shifted up a little.
-    scores = np.round(rng.normal(size=3000) + 0.4 * truth, 1 if seed % 2 else 3)
+    n = 3000 if seed < 4 else 150  # small runs: fewer non-members than 1/FPR
+    truth = rng.random(n) < (0.5 if seed % 3 else 0.2)
+    # Rounded scores create ties; members are shifted up (strongly for seed 5).
+    shift = 3.0 if seed == 5 else 0.4
+    scores = np.round(rng.normal(size=n) + shift * truth, 1 if seed % 2 else 3)
     metrics = compute_metrics(scores, truth)
     assert metrics.auc == pytest.approx(roc_auc_score(truth, scores), abs=1e-12)
     expected = brute_force(scores, truth)
@@ -40,6 +60,9 @@ def test_metrics_match_sklearn_and_brute_force(seed):
     assert metrics.tpr_at_1_fpr == pytest.approx(expected["tpr@0.01"])
     assert metrics.balanced_accuracy == pytest.approx(expected["bal"])
     assert metrics.advantage == pytest.approx(expected["adv"])
+    assert metrics.epsilon_estimate == pytest.approx(expected["eps"])
+    assert metrics.epsilon_lower == pytest.approx(expected["eps_lb"])
+    assert 0 <= metrics.epsilon_lower <= metrics.epsilon_estimate
     assert (metrics.n_members, metrics.n_nonmembers) == (truth.sum(), (~truth).sum())
     fpr, tpr, _ = roc(scores, truth)
     sk_fpr, sk_tpr, _ = roc_curve(truth, scores, drop_intermediate=False)
@@ -51,6 +74,16 @@ def test_tpr_at_fpr_uses_only_points_within_the_budget():
     tpr = np.array([0.0, 0.1, 0.3, 0.6, 1.0])
     assert tpr_at_fpr(fpr, tpr, 1e-3) == 0.1
     assert tpr_at_fpr(fpr, tpr, 1e-2) == 0.3
+
+
+def test_tpr_at_fpr_includes_points_exactly_at_the_budget():
+    # 1000 non-members: 1 false positive is FPR 0.001 exactly, 10 are FPR 0.01.
+    groups = [(10, True, 50), (5, False, 1), (4, True, 20), (3, False, 9), (2, True, 30)]
+    groups.append((0, False, 990))
+    scores = np.concatenate([np.full(n, float(s)) for s, _, n in groups])
+    truth = np.concatenate([np.full(n, member) for _, member, n in groups])
+    metrics = compute_metrics(scores, truth)
+    assert (metrics.tpr_at_0_1_fpr, metrics.tpr_at_1_fpr) == (0.7, 1.0)
 
 
 def test_perfect_separation_gives_a_growing_epsilon_bound():
@@ -91,23 +124,67 @@ def test_clopper_pearson_matches_the_closed_forms_at_the_edges():
     [
         ([0.1, np.nan], [True, False], "NaN"),
         ([0.1, 0.2], [True, True], "both members and non-members"),
+        ([0.1, 0.2], [False, False], "both members and non-members"),
+        ([], [], "both members and non-members"),
         ([0.1, 0.2, 0.3], [True, False], "3 scores but 2"),
+        ([0.1, 0.2, 0.3], [0, 1, 2], "boolean or 0/1"),
+        ([0.1, 0.2], [1.0, np.nan], "boolean or 0/1"),
     ],
 )
 def test_bad_inputs_are_rejected(scores, truth, message):
     with pytest.raises(ValueError, match=message):
         compute_metrics(np.array(scores), np.array(truth))
+    with pytest.raises(ValueError, match=message):
+        roc(np.array(scores), np.array(truth))
+
+
+@pytest.mark.parametrize(("option", "value"), [("delta", -0.1), ("confidence", 1.0)])
+def test_bad_parameters_are_rejected(option, value):
+    with pytest.raises(ValueError, match=option):
+        compute_metrics([0.0, 1.0], [False, True], **{option: value})
 
 
 def test_infinite_scores_still_rank():
     metrics = compute_metrics(np.array([np.inf, 1.0, -np.inf, 0.0]), np.array([1, 1, 0, 0]))
     assert metrics.auc == 1.0
+    # inf must outrank a finite score that inf-replacement by "max + 1" would tie with.
+    scores = np.array([np.inf, 1e17, 0.0, -np.inf])
+    truth = np.array([True, False, False, False])
+    assert compute_metrics(scores, truth).auc == 1.0
+    fpr, tpr, thresholds = roc(scores, truth)
+    assert fpr.tolist() == [0, 0, 1 / 3, 2 / 3, 1] and tpr.tolist() == [0, 1, 1, 1, 1]
+    assert thresholds[1:].tolist() == [np.inf, 1e17, 0.0, -np.inf]
 
 
 def test_report_files_are_written_atomically(tmp_path):
     fpr, tpr, _ = roc_curve([0, 1, 0, 1, 1], [0.1, 0.9, 0.3, 0.2, 0.8])
-    plot_roc({"loss": (fpr, tpr, 0.83)}, tmp_path / "roc.png", title="test")
-    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    write_json_atomic(tmp_path / "r.json", {"b": [1, 2], "a": 0.5})
-    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 0.5, "b": [1, 2]}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "roc.png"]
+    curves = {"loss": (fpr, tpr, 0.83), "no auc": ([0.0, 1e-4, 1.0], [0.0, 0.2, 1.0], None)}
+    plot_roc(curves, tmp_path / "out" / "roc.png", title="test")
+    png = (tmp_path / "out" / "roc.png").read_bytes()
+    assert len(png) > 1000 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_roc(curves, tmp_path / "out" / "roc.png", title="overwritten")  # replaces in place
+    data = {"b": [1, 2], "a": 0.5, "n": np.int64(3), "x": np.array([0.25, 1.0])}
+    write_json_atomic(tmp_path / "out" / "r.json", data)
+    text = (tmp_path / "out" / "r.json").read_text()
+    assert json.loads(text) == {"a": 0.5, "b": [1, 2], "n": 3, "x": [0.25, 1.0]}
+    assert text.index('"a"') < text.index('"b"') and text.endswith("\n")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json", "roc.png"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out" / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    write_json_atomic(target, {"old": True})
+
+    def full_disk(fd):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_json_atomic(target, {"new": True})
+    with pytest.raises(OSError, match="No space"):
+        plot_roc({}, tmp_path / "roc.png", title="chance only")
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
