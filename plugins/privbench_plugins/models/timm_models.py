@@ -1,23 +1,27 @@
 """Any timm architecture by name: ``--model timm/resnet18``.
 
 Always built with ``pretrained=False``: privbench never downloads weights. Starting weights come
-only from a local safetensors file (``checkpoint=PATH``), never from pickle.
+only from a local safetensors file (``checkpoint=PATH``), never from pickle, which can run code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
-# Any accidental model-hub access must fail at once instead of retrying for half a minute.
+# Any accidental model-hub access must fail at once instead of retrying for half a minute
+# (huggingface_hub reads this when first imported, hence before timm).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import attrs
 import timm
+from safetensors import SafetensorError
 from safetensors.torch import load_file
+from timm.models import adapt_input_conv
 from torch import nn
 
 from privbench import PrivbenchError, hookimpl
@@ -25,46 +29,86 @@ from privbench import PrivbenchError, hookimpl
 log = logging.getLogger(__name__)
 
 
-def load_local_weights(net: nn.Module, checkpoint: str) -> list[str]:
-    """Copy the tensors of a local safetensors file into *net*; returns the keys left out.
+def _known_arch(instance: Any, attribute: attrs.Attribute, arch: str) -> None:
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"timm has no architecture '{arch}'{hint} (see timm.list_models())")
 
-    Tensors whose shape differs (a classifier head for another class count, a stem for another
-    channel count) are left at their fresh initialisation, as timm does when adapting pretrained
-    weights.
-    """
+
+def _local_safetensors(instance: Any, attribute: attrs.Attribute, checkpoint: str | None) -> None:
+    if checkpoint is None:
+        return
     path = Path(checkpoint).expanduser()
     if path.suffix != ".safetensors":
-        raise PrivbenchError(
+        raise ValueError(
             f"checkpoint {path} is not a .safetensors file; privbench loads weights only from "
-            "safetensors (convert it with safetensors.torch.save_file)"
+            "safetensors, never pickle (convert with safetensors.torch.save_file)"
         )
     if not path.is_file():
-        raise PrivbenchError(f"checkpoint {path} does not exist")
-    stored = load_file(str(path))
+        raise ValueError(f"checkpoint {path} does not exist")
+
+
+def _names(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def load_local_weights(net: nn.Module, checkpoint: str) -> list[str]:
+    """Copy the tensors of a local safetensors file into *net*; returns the keys left fresh.
+
+    Adapts as timm does for its pretrained weights: a stem for another channel count is summed
+    or repeated to fit, and other tensors whose shape differs (a classifier head for another
+    class count) keep their fresh initialisation. Keys under ``net.`` (weights privbench stored
+    for a whole model) are read as the network's own.
+    """
+    path = Path(checkpoint).expanduser()
+    try:
+        stored = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise PrivbenchError(f"cannot read checkpoint {path}: {err}") from None
     own = net.state_dict()
+    stored = {k[4:] if k.startswith("net.") and k not in own else k: v for k, v in stored.items()}
+    first_conv = (getattr(net, "pretrained_cfg", None) or {}).get("first_conv") or ()
+    for conv in [first_conv] if isinstance(first_conv, str) else first_conv:
+        key = f"{conv}.weight"
+        if key in stored and key in own and stored[key].shape != own[key].shape:
+            # Left as is when it cannot be adapted: then it stays fresh like any other misfit.
+            with contextlib.suppress(NotImplementedError, ValueError, AssertionError):
+                stored[key] = adapt_input_conv(own[key].shape[1], stored[key], stored[key].shape[1])
     usable = {k: v for k, v in stored.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise PrivbenchError(f"checkpoint {path} has no tensor that fits this architecture")
-    skipped = sorted(set(own) - set(usable))
+        raise PrivbenchError(
+            f"checkpoint {path} has no tensor that fits this architecture; was it saved from "
+            "another one?"
+        )
     net.load_state_dict(usable, strict=False)
-    if skipped:
-        log.warning("checkpoint %s: kept fresh initialisation for %s", path, ", ".join(skipped))
-    return skipped
+    fresh = sorted(set(own) - set(usable))
+    unused = sorted(set(stored) - set(usable))
+    if fresh:
+        log.warning("checkpoint %s: kept fresh initialisation for %s", path, _names(fresh))
+    if unused:
+        log.warning("checkpoint %s: ignored %s", path, _names(unused))
+    return fresh
 
 
 @attrs.frozen
 class TimmModel:
+    """Options are checked when configured, so a typo fails before any training starts."""
+
     name: ClassVar[str] = "timm"
     description: ClassVar[str] = "any timm architecture (timm/<arch>), pretrained=False"
 
-    arch: str = "resnet18"
+    arch: str = attrs.field(default="resnet18", validator=_known_arch)
+    """A timm model name, as in timm.list_models()."""
     pretrained: bool = False
-    """Only with ``checkpoint``: privbench never downloads weights."""
-    checkpoint: str | None = None
-    """A local .safetensors file with starting weights."""
+    """Start from pretrained weights, which must come from ``checkpoint``."""
+    checkpoint: str | None = attrs.field(default=None, validator=_local_safetensors)
+    """A local .safetensors file with starting weights (mismatched tensors stay fresh)."""
     drop_rate: float = attrs.field(
         default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
     )
+    """Dropout before the classifier."""
 
     def __attrs_post_init__(self) -> None:
         if self.pretrained and not self.checkpoint:
@@ -72,23 +116,25 @@ class TimmModel:
                 "pretrained=true needs checkpoint=PATH to a local .safetensors file "
                 "(privbench never downloads weights)"
             )
-        if not timm.is_model(self.arch):
-            close = difflib.get_close_matches(self.arch, timm.list_models(), n=3, cutoff=0.6)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise ValueError(f"timm has no architecture '{self.arch}'{hint}")
 
     def create(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-        kwargs = {
-            "pretrained": False,
-            "num_classes": num_classes,
-            "in_chans": input_shape[0],
-            "drop_rate": self.drop_rate,
-        }
+        c, h, w = input_shape
+        kwargs: dict[str, Any] = {"pretrained": False, "num_classes": num_classes, "in_chans": c}
+        if self.drop_rate:  # not every architecture takes it; ask only when it matters
+            kwargs["drop_rate"] = self.drop_rate
         try:
-            # Transformers fix their input size at construction; convolutional nets take no size.
-            net = timm.create_model(self.arch, img_size=tuple(input_shape[1:]), **kwargs)
-        except TypeError:
-            net = timm.create_model(self.arch, **kwargs)
+            try:
+                # Transformers fix their input size when built; convolutional nets take no size.
+                net = timm.create_model(self.arch, img_size=(h, w), **kwargs)
+            except TypeError as err:
+                if "img_size" not in str(err):
+                    raise
+                net = timm.create_model(self.arch, **kwargs)
+        except Exception as err:
+            raise PrivbenchError(
+                f"timm cannot build '{self.arch}' for {c}x{h}x{w} inputs and {num_classes} "
+                f"classes: {type(err).__name__}: {err}"
+            ) from None
         if self.checkpoint:
             load_local_weights(net, self.checkpoint)
         return net
