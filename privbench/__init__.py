@@ -12,6 +12,7 @@ from privbench.errors import (
     PluginLoadError,
     PrivbenchError,
     UnknownPluginError,
+    did_you_mean,
 )
 from privbench.hookspecs import hookimpl
 from privbench.interfaces import (
@@ -54,5 +55,6 @@ __all__ = [
     "TrainingRecipe",
     "UnknownPluginError",
     "__version__",
+    "did_you_mean",
     "hookimpl",
 ]

@@ -339,6 +339,8 @@ def build_app(registry: Registry) -> typer.Typer:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    # privbench never downloads weights: any model-hub access must fail at once, not retry.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         registry = get_registry(strict=True if "--strict" in args else None)
         app = build_app(registry)

@@ -97,7 +97,7 @@ def test_bad_input_gets_one_line(capsys, tmp_path, args, message):
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
-    assert not (tmp_path / "ws" / "privbench.db").exists()
+    assert not (tmp_path / "ws").exists(), "bad input must leave nothing behind"
 
 
 def test_a_plugin_adds_a_sub_command(capsys, tmp_path, monkeypatch):

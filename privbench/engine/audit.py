@@ -186,11 +186,13 @@ class Audit:
     def check_model(self, dataset: LoadedDataset) -> None:
         """One forward pass on two samples, so that a model that cannot take this data fails
         with one line before any training."""
-        model = self.build_model(dataset).eval()
         c, h, w = dataset.input_shape
         try:
+            model = self.build_model(dataset).eval()
             with torch.no_grad():
                 logits = model(dataset.train.x[:2])
+        except PrivbenchError:
+            raise
         except Exception as err:
             raise PrivbenchError(
                 f"model '{self.spec.model.name}' cannot take dataset '{self.spec.dataset.name}' "
@@ -293,10 +295,10 @@ class Audit:
 
     def run(self, workspace: Workspace, *, progress: Progress | None = None) -> RunResult:
         spec = self.spec
-        workspace.create()
         started = time.perf_counter()
         dataset, population, indices = self.load_data()
         self.check_model(dataset)
+        workspace.create()  # only once the audit can start: bad input leaves no folders behind
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed)
         models, keys, metas, trained = self.train_pool(
             workspace, dataset, population, masks, progress

@@ -7,7 +7,6 @@ only from a local safetensors file (``checkpoint=PATH``), never from pickle, whi
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import os
 from pathlib import Path
@@ -24,15 +23,14 @@ from safetensors.torch import load_file
 from timm.models import adapt_input_conv
 from torch import nn
 
-from privbench import PrivbenchError, hookimpl
+from privbench import PrivbenchError, did_you_mean, hookimpl
 
 log = logging.getLogger(__name__)
 
 
 def _known_arch(instance: Any, attribute: attrs.Attribute, arch: str) -> None:
     if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(arch, timm.list_models())
         raise ValueError(f"timm has no architecture '{arch}'{hint} (see timm.list_models())")
 
 
