@@ -122,6 +122,23 @@ def test_second_run_trains_nothing_and_reproduces_the_metrics(tmp_path, registry
     assert (first.path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_pool_is_reproduced_bit_for_bit_in_another_workspace(tmp_path, registry):
+    from safetensors.torch import load_file
+
+    spec = _spec(shadows=1, attacks=(PluginChoice("loss"),))
+    torch.manual_seed(123)  # the global RNG state must not matter
+    first = Audit.prepare(spec, registry).run(Workspace(tmp_path / "a"))
+    torch.manual_seed(456)
+    second = Audit.prepare(spec, registry).run(Workspace(tmp_path / "b"))
+    files = sorted((tmp_path / "a" / "models").glob("*/*/weights.safetensors"))
+    assert len(files) == 2
+    for path in files:
+        twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
+        a, b = load_file(str(path)), load_file(str(twin))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert first.record["attacks"][0]["metrics"] == second.record["attacks"][0]["metrics"]
+
+
 def test_an_interrupted_run_resumes(tmp_path, registry, monkeypatch):
     ws = Workspace(tmp_path)
     original_fit = StandardTrainer.fit

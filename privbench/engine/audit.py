@@ -179,9 +179,12 @@ class Audit:
             raise OptionError("the population needs at least 4 samples")
         return dataset, dataset.train.subset(indices), indices
 
-    def build_model(self, dataset: LoadedDataset) -> Model:
-        net = self.model_factory.create(dataset.input_shape, dataset.num_classes)
-        return self.defense.prepare_model(Model(net, dataset.mean, dataset.std))
+    def build_model(self, dataset: LoadedDataset, seed: int = 0) -> Model:
+        """A fresh model whose initial weights depend on *seed* alone, not on the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = self.model_factory.create(dataset.input_shape, dataset.num_classes)
+            return self.defense.prepare_model(Model(net, dataset.mean, dataset.std))
 
     def check_model(self, dataset: LoadedDataset) -> None:
         """One forward pass on two samples, so that a model that cannot take this data fails
@@ -232,7 +235,7 @@ class Audit:
         pool_task = progress.add_task("models", total=len(masks)) if progress else None
         for index, keep in enumerate(masks):
             key = self.model_key(population, keep, index)
-            model = self.build_model(dataset)
+            model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
             if workspace.has_model(key):
                 meta = workspace.load_model(key, model)
             else:
