@@ -231,7 +231,8 @@ class ModelView:
     """A model as one threat model sees it: methods beyond ``access`` raise.
 
     All methods take images in ``[0, 1]`` and batch internally; results come back on the CPU.
-    ``population_logits`` reads the engine's cache of this model's logits on the population.
+    ``population_logits`` and ``population_scores`` read the engine's caches of this model's
+    logits and scorer values on the population.
     """
 
     def __init__(
@@ -242,12 +243,14 @@ class ModelView:
         device: torch.device | str = "cpu",
         batch_size: int = 512,
         population_logits: Callable[[str], torch.Tensor] | None = None,
+        population_signal: Callable[[ModelView, str, dict[str, Any]], torch.Tensor] | None = None,
     ) -> None:
         self._model = model
         self.access = access
         self.device = torch.device(device)
         self.batch_size = batch_size
         self._population_logits = population_logits
+        self._population_signal = population_signal
 
     def _require(self, needed: Access, what: str) -> None:
         if self.access < needed:
@@ -314,6 +317,17 @@ class ModelView:
         if self._population_logits is None:
             raise RuntimeError("this view has no population cache")
         return self._population_logits(augmentation)
+
+    def population_scores(self, scorer: str, **options: Any) -> torch.Tensor:
+        """The registered scorer *scorer* (with *options*) on every population sample: ``N``
+        (or ``N x A``, one column per query augmentation), cached by the engine.
+
+        The scorer runs on this view, so it cannot exceed this view's access: a scorer that
+        needs more raises :class:`~privbench.errors.AccessDeniedError`.
+        """
+        if self._population_signal is None:
+            raise RuntimeError("this view has no population cache")
+        return self._population_signal(self, scorer, options)
 
 
 @attrs.frozen(eq=False)

@@ -31,6 +31,7 @@ from privbench.interfaces import (
     TrainingRecipe,
 )
 from privbench.options import describe_options
+from privbench.plugins import Registry, get_registry
 
 
 def check_plugin_class(cls: type) -> None:
@@ -115,12 +116,42 @@ def check_defense(cls: type, **options: Any) -> None:
         assert released(data.x).shape == (16, 3), f"{cls.name}: released model must classify"
 
 
-def check_attack(cls: type, shadows: int | None = None, **options: Any) -> np.ndarray:
-    """``score`` returns one finite score per population sample using only declared access."""
+def check_scorer(cls: type, **options: Any) -> torch.Tensor:
+    """One value (or one row per query augmentation) per sample, through a view limited to the
+    declared access, and per-sample: scoring a batch equals scoring each sample alone."""
+    check_plugin_class(cls)
+    scorer = cls(**options)
+    assert isinstance(scorer.access, Access), f"{cls.name}: 'access' must be an Access"
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 1, 8, 8), torch.arange(6) % 3
+    view = ModelView(_tiny_model(), scorer.access)
+    values = torch.as_tensor(scorer.score(view, x, y))
+    assert values.shape[0] == 6 and values.ndim in (1, 2), f"{cls.name}: N or N x A values"
+    assert torch.isfinite(values).all(), f"{cls.name}: non-finite values"
+    alone = torch.cat(
+        [torch.as_tensor(scorer.score(view, x[i : i + 1], y[i : i + 1])) for i in range(6)]
+    )
+    assert torch.allclose(values, alone, rtol=1e-3, atol=1e-6), (
+        f"{cls.name}: a sample's value depends on its batch (a batch-mean loss?)"
+    )
+    return values
+
+
+def check_attack(
+    cls: type, shadows: int | None = None, registry: Registry | None = None, **options: Any
+) -> np.ndarray:
+    """``score`` returns one finite score per population sample using only declared access.
+
+    Scorers an attack asks for by name are looked up in *registry* (the installed plugins by
+    default), as the engine does.
+    """
+    from privbench.engine.signals import run_scorer, scorer_for
+
+    registry = registry or get_registry()
     check_plugin_class(cls)
     attack = cls(**options)
     assert isinstance(attack.access, Access), f"{cls.name}: 'access' must be an Access"
-    count = max(getattr(attack, "min_shadows", 0), 2 if shadows is None else shadows)
+    count = max(getattr(attack, "min_shadows", 0), 4 if shadows is None else shadows)
     rng = np.random.default_rng(0)
     population = TensorData(torch.rand(20, 1, 8, 8), torch.arange(20) % 3)
 
@@ -133,7 +164,17 @@ def check_attack(cls: type, shadows: int | None = None, **options: Any) -> np.nd
                 cache[augmentation] = ModelView(model, Access.LOGITS).logits(x)
             return cache[augmentation]
 
-        return ModelView(model, access, population_logits=population_logits)
+        def population_signal(
+            requester: ModelView, name: str, opts: dict[str, Any]
+        ) -> torch.Tensor:
+            return run_scorer(scorer_for(registry, requester, name, opts), requester, population)
+
+        return ModelView(
+            model,
+            access,
+            population_logits=population_logits,
+            population_signal=population_signal,
+        )
 
     context = AttackContext(
         target=view(_tiny_model(), attack.access),

@@ -38,7 +38,30 @@ def test_defense_contract(component):
 
 @pytest.mark.parametrize("component", builtin("attack"), ids=lambda c: c.name)
 def test_attack_contract(component):
-    testing.check_attack(component.cls)
+    testing.check_attack(component.cls, registry=REGISTRY)
+
+
+@pytest.mark.parametrize("component", builtin("scorer"), ids=lambda c: c.name)
+def test_scorer_contract(component):
+    testing.check_scorer(component.cls)
+
+
+def test_the_kit_catches_a_batch_mean_scorer():
+    import attrs
+
+    from privbench import Access
+
+    @attrs.frozen
+    class BatchMean:
+        name = "batch-mean"
+        description = "the official code's mean reduction"
+        access = Access.LOGITS
+
+        def score(self, model, x, y):
+            return model.loss(x, y).mean().expand(len(x))
+
+    with pytest.raises(AssertionError, match="depends on its batch"):
+        testing.check_scorer(BatchMean)
 
 
 def test_the_kit_catches_a_broken_attack():

@@ -240,3 +240,68 @@ def test_a_checkpoint_file_is_part_of_the_model_identity(tmp_path, registry):
     assert key() == first
     save_file({"other": torch.zeros(1)}, str(path))
     assert key() != first
+
+
+def _scorer_plugin(calls: list) -> types.ModuleType:
+    @attrs.frozen
+    class GradNorm:
+        name: ClassVar[str] = "grad-norm"
+        description: ClassVar[str] = "norm of the input gradient of the loss"
+        access: ClassVar[Access] = Access.INPUT_GRADIENTS
+
+        def score(self, model, x, y):
+            calls.append(len(x))
+            return model.input_gradient(x, y).flatten(1).norm(dim=1)
+
+    @attrs.frozen
+    class UsesGradNorm:
+        name: ClassVar[str] = "uses-grad-norm"
+        description: ClassVar[str] = "scores members by small input gradients"
+        access: ClassVar[Access] = Access.INPUT_GRADIENTS
+        min_shadows: ClassVar[int] = 1
+
+        def score(self, context):
+            for shadow in context.shadows:
+                assert shadow.population_scores("grad-norm").shape == (len(context.population),)
+            return -context.target.population_scores("grad-norm").numpy()
+
+    @attrs.frozen
+    class BlackBoxAsksGradients:
+        name: ClassVar[str] = "black-box-asks-gradients"
+        description: ClassVar[str] = "declares logits, asks a gradient scorer"
+        access: ClassVar[Access] = Access.LOGITS
+        min_shadows: ClassVar[int] = 0
+
+        def score(self, context):
+            return context.target.population_scores("grad-norm").numpy()
+
+    module = types.ModuleType("scorer_plugin")
+
+    @hookimpl
+    def register_scorers(register):
+        register(GradNorm)
+
+    @hookimpl
+    def register_attacks(register):
+        register(UsesGradNorm)
+        register(BlackBoxAsksGradients)
+
+    module.register_scorers = register_scorers
+    module.register_attacks = register_attacks
+    return module
+
+
+def test_scorer_signals_are_cached_and_respect_access(tmp_path):
+    calls: list[int] = []
+    registry = Registry.from_environment()
+    registry.load_module(_scorer_plugin(calls))
+    spec = _spec(shadows=1, population=100, attacks=(PluginChoice("uses-grad-norm"),))
+    first = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    # 2 models x 100 samples, in chunks of at most 512: each model scored exactly once.
+    assert calls == [100, 100]
+    second = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    assert calls == [100, 100], "the second run must read the cache"
+    assert first.record["attacks"][0]["metrics"] == second.record["attacks"][0]["metrics"]
+    blocked = _spec(shadows=1, population=100, attacks=(PluginChoice("black-box-asks-gradients"),))
+    with pytest.raises(AccessDeniedError, match="scorer 'grad-norm' needs 'input-gradients'"):
+        Audit.prepare(blocked, registry).run(Workspace(tmp_path))

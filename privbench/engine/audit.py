@@ -25,7 +25,7 @@ import torch
 from rich.progress import Progress
 
 import privbench
-from privbench.engine import splits
+from privbench.engine import signals, splits
 from privbench.engine.store import STORE_FORMAT, Workspace, digest, file_digest, tensor_digest
 from privbench.engine.training import StandardTrainer, resolve_device
 from privbench.errors import OptionError, PrivbenchError
@@ -152,6 +152,7 @@ class Audit:
         if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
             raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
         self.device = resolve_device(spec.device)
+        self._digests: dict[int, tuple[TensorData, str]] = {}
         self.identity = {
             "dataset": _component_id(self.dataset_component, self.dataset),
             "model": _component_id(self.model_component, self.model_factory),
@@ -207,13 +208,21 @@ class Audit:
                 f"for {dataset.num_classes} classes"
             )
 
+    def data_digest(self, data: TensorData) -> str:
+        """Content digest of *data*, computed once per object (hashing CIFAR takes a second)."""
+        cached = self._digests.get(id(data))
+        if cached is None or cached[0] is not data:
+            cached = (data, tensor_digest(data.x, data.y))
+            self._digests[id(data)] = cached
+        return cached[1]
+
     def model_key(self, population: TensorData, keep: np.ndarray, index: int) -> str:
         spec = self.spec
         return digest(
             {
                 "format": STORE_FORMAT,
                 "dataset": self.identity["dataset"],
-                "population": tensor_digest(population.x, population.y),
+                "population": self.data_digest(population),
                 "model": self.identity["model"],
                 "defense": self.identity["defense"],
                 "recipe": attrs.asdict(spec.recipe),
@@ -288,11 +297,29 @@ class Audit:
             full = ModelView(model, Access.LOGITS, device=self.device)
             return workspace.cached_tensor(
                 key,
-                f"population-{augmentation}-{tensor_digest(population.y)[:16]}",
+                f"population-{augmentation}-{self.data_digest(population)[:16]}",
                 lambda: full.logits(x),
             )
 
-        return ModelView(model, access, device=self.device, population_logits=population_logits)
+        population_digest = self.data_digest(population)
+
+        def population_signal(
+            requester: ModelView, name: str, options: dict[str, Any]
+        ) -> torch.Tensor:
+            scorer = signals.scorer_for(self.registry, requester, name, options)
+            return workspace.cached_tensor(
+                key,
+                signals.signal_name(scorer, population_digest),
+                lambda: signals.run_scorer(scorer, requester, population),
+            )
+
+        return ModelView(
+            model,
+            access,
+            device=self.device,
+            population_logits=population_logits,
+            population_signal=population_signal,
+        )
 
     # -- the whole audit ------------------------------------------------------------------------
 
@@ -381,7 +408,7 @@ class Audit:
             )
             test_logits = workspace.cached_tensor(
                 keys[t],
-                f"test-{tensor_digest(dataset.test.x, dataset.test.y)[:16]}",
+                f"test-{self.data_digest(dataset.test)[:16]}",
                 lambda view=view: view.logits(dataset.test.x),
             )
             test_acc.append(float((test_logits.argmax(1) == dataset.test.y).float().mean()))
