@@ -25,6 +25,7 @@ from privbench.errors import OptionError, PrivbenchError
 from privbench.interfaces import TrainingRecipe
 from privbench.options import configure, describe_options, parse_assignments
 from privbench.plugins import KINDS, Registry, get_registry
+from privbench.presets import PRESETS, get_preset
 
 # Piped or captured output gets 120 columns rather than rich's 80, so the table stays whole.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -93,6 +94,7 @@ def results_table(record: dict[str, Any]) -> Table:
         "attack",
         "access",
         "AUC",
+        "AUC/target",
         "TPR@0.1%FPR",
         "TPR@1%FPR",
         "bal.acc",
@@ -103,13 +105,20 @@ def results_table(record: dict[str, Any]) -> Table:
         table.add_column(column, justify="left" if column in ("attack", "access") else "right")
     for attack in record["attacks"]:
         m = attack["metrics"]
+        per_target = attack.get("per_target", {"mean": {}, "std": {}})
+        auc_per_target = (
+            f"{per_target['mean']['auc']:.3f}±{per_target['std']['auc']:.3f}"
+            if "auc" in per_target["mean"]
+            else "-"
+        )
         table.add_row(
             attack["name"],
             attack["access"],
+            format_metric(m["auc"]),
+            auc_per_target,
             *(
                 format_metric(m[k])
                 for k in (
-                    "auc",
                     "tpr_at_0_1_fpr",
                     "tpr_at_1_fpr",
                     "balanced_accuracy",
@@ -121,6 +130,7 @@ def results_table(record: dict[str, Any]) -> Table:
         )
     u = record["utility"]
     table.caption = (
+        "AUC and TPRs over the pooled scores of all target turns; AUC/target: mean±sd\n"
         f"target accuracy: train {u['train_accuracy']:.3f}, test {u['test_accuracy']:.3f} · "
         f"models trained {record['training']['trained']}, reused {record['training']['reused']}"
     )
@@ -150,6 +160,13 @@ def build_app(registry: Registry) -> typer.Typer:
 
     @app.command()
     def run(
+        ctx: typer.Context,
+        preset: str | None = typer.Option(
+            None,
+            "--preset",
+            help="A paper's protocol: "
+            + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
+        ),
         attack: list[str] = typer.Option(
             ["loss"], "--attack", "-a", help="Attack to run; repeat for several on the same models."
         ),
@@ -165,6 +182,9 @@ def build_app(registry: Registry) -> typer.Typer:
         model_opt: list[str] = typer.Option([], "--model-opt", help="key=value"),
         dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="key=value"),
         shadows: int = typer.Option(7, "--shadows", "-k", help="Shadow models beside the target."),
+        paired: bool = typer.Option(
+            False, "--paired", help="Bernoulli keep-masks in complementary pairs (Curvature Clues)."
+        ),
         targets: int | None = typer.Option(
             None, "--targets", help="Models that take a turn as target [default: all]."
         ),
@@ -194,6 +214,19 @@ def build_app(registry: Registry) -> typer.Typer:
         from privbench.engine.audit import Audit, AuditSpec, PluginChoice
         from privbench.engine.store import Workspace
 
+        if preset is not None:
+            given = {
+                name
+                for name in ctx.params
+                # typer vendors click: compare the enum by name, not by identity
+                if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"
+            }
+            values = {k: v for k, v in get_preset(preset).values.items() if k not in given}
+            shadows = values.get("shadows", shadows)
+            paired = values.get("paired", paired)
+            targets = values.get("targets", targets)
+            epochs = values.get("epochs", epochs)
+
         recipe = configure(
             TrainingRecipe,
             {
@@ -219,6 +252,7 @@ def build_app(registry: Registry) -> typer.Typer:
                 **choices,
                 recipe=recipe,
                 shadows=shadows,
+                paired=paired,
                 targets=targets,
                 population=population,
                 seed=seed,

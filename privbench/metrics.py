@@ -41,7 +41,10 @@ class AttackMetrics:
     auc: float
     tpr_at_0_1_fpr: float
     tpr_at_1_fpr: float
+    tpr_at_0_01_fpr: float
     balanced_accuracy: float
+    balanced_accuracy_at_eer: float
+    """Accuracy at the threshold minimising |FPR + TPR - 1|, as Curvature Clues reports it."""
     advantage: float
     epsilon_lower: float
     epsilon_estimate: float
@@ -204,7 +207,9 @@ def compute_metrics(
         auc=float(roc_auc_score(truth, ranked)),
         tpr_at_0_1_fpr=tpr_at_fpr(fpr, tpr, 1e-3),
         tpr_at_1_fpr=tpr_at_fpr(fpr, tpr, 1e-2),
+        tpr_at_0_01_fpr=tpr_at_fpr(fpr, tpr, 1e-4),
         balanced_accuracy=float(np.max((tpr + 1 - fpr) / 2)),
+        balanced_accuracy_at_eer=float(((tpr + 1 - fpr) / 2)[np.argmin(np.abs(fpr + tpr - 1))]),
         advantage=float(np.max(tpr - fpr)),
         epsilon_lower=epsilon_lower_bound(ranked, truth, delta=delta, confidence=confidence),
         epsilon_estimate=float(max(0.0, _epsilon_candidates(tpr, fpr, delta).max())),

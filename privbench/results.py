@@ -19,7 +19,9 @@ METRIC_COLUMNS = (
     "auc",
     "tpr_at_0_1_fpr",
     "tpr_at_1_fpr",
+    "tpr_at_0_01_fpr",
     "balanced_accuracy",
+    "balanced_accuracy_at_eer",
     "advantage",
     "epsilon_lower",
     "epsilon_estimate",
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (run_id, attack)
 );
 """
+_COLUMNS = ", ".join(METRIC_COLUMNS)
 _PLACEHOLDERS = ", ".join("?" * len(METRIC_COLUMNS))
 
 
@@ -65,6 +68,11 @@ class ResultsDB:
         self.connection.row_factory = sqlite3.Row
         self.connection.execute("PRAGMA foreign_keys = ON")
         self.connection.executescript(_SCHEMA)
+        # Databases from older versions lack newer metric columns: add them (NULL for old runs).
+        present = {row["name"] for row in self.connection.execute("PRAGMA table_info(results)")}
+        for column in METRIC_COLUMNS:
+            if column not in present:
+                self.connection.execute(f"ALTER TABLE results ADD COLUMN {column} REAL")
         return self
 
     def __exit__(
@@ -99,7 +107,8 @@ class ResultsDB:
         for attack in record["attacks"]:
             metrics = attack["metrics"]
             self.connection.execute(
-                f"INSERT INTO results VALUES (?, ?, ?, ?, {_PLACEHOLDERS}, ?)",
+                f"INSERT INTO results (run_id, attack, access, options, {_COLUMNS}, seconds) "
+                f"VALUES (?, ?, ?, ?, {_PLACEHOLDERS}, ?)",
                 (
                     record["run_id"],
                     attack["name"],

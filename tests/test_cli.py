@@ -117,3 +117,17 @@ def test_a_plugin_adds_a_sub_command(capsys, tmp_path, monkeypatch):
         main(["hello", "auditor"])
     assert exit_info.value.code in (0, None)
     assert capsys.readouterr().out.strip() == "hello auditor"
+
+
+def test_presets_fill_in_what_was_not_given(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    code, out, err = run_cli(capsys, "run", "--preset", "quick", "--epochs", "2", "-w", ws, "-q")
+    assert code == 0, err
+    assert "4 models, 2 target(s)" in out
+    code, out, err = run_cli(
+        capsys, "run", "--preset", "quick", "--shadows", "1", "--epochs", "2", "-w", ws, "-q"
+    )
+    assert code == 0, err
+    assert "2 models, 2 target(s)" in out
+    code, _, err = run_cli(capsys, "run", "--preset", "quik", "-w", ws)
+    assert code == 2 and "did you mean 'quick'" in err

@@ -305,3 +305,34 @@ def test_scorer_signals_are_cached_and_respect_access(tmp_path):
     blocked = _spec(shadows=1, population=100, attacks=(PluginChoice("black-box-asks-gradients"),))
     with pytest.raises(AccessDeniedError, match="scorer 'grad-norm' needs 'input-gradients'"):
         Audit.prepare(blocked, registry).run(Workspace(tmp_path))
+
+
+def test_an_older_results_database_gains_new_metric_columns(tmp_path):
+    from privbench.results import METRIC_COLUMNS, ResultsDB
+
+    path = tmp_path / "privbench.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE results (run_id TEXT, attack TEXT, access TEXT, options TEXT, "
+            "auc REAL, seconds REAL, PRIMARY KEY (run_id, attack))"
+        )
+    with ResultsDB(path) as results:
+        columns = {r["name"] for r in results.connection.execute("PRAGMA table_info(results)")}
+    assert set(METRIC_COLUMNS) <= columns
+
+
+def test_paired_masks_are_complementary_bernoulli_halves():
+    masks = splits.keep_masks(1000, 6, seed=0, paired=True)
+    assert (masks[0] == ~masks[1]).all() and (masks[4] == ~masks[5]).all()
+    assert (masks.sum(0) == 3).all()  # every sample in exactly one model of each pair
+    assert masks[0].sum() != 500 or masks[2].sum() != 500  # Bernoulli, not exact halves
+    assert 400 < masks[0].sum() < 600
+
+
+def test_per_target_metrics_are_summarised(tmp_path, registry):
+    result = Audit.prepare(_spec(shadows=2, paired=True), registry).run(Workspace(tmp_path))
+    loss = result.record["attacks"][0]
+    assert result.record["spec"]["paired"] is True
+    aucs = [loss["per_target"]["mean"]["auc"], loss["per_target"]["std"]["auc"]]
+    assert 0.3 < aucs[0] < 0.9 and aucs[1] > 0
+    assert set(loss["per_target"]["mean"]) == set(loss["metrics"])

@@ -61,11 +61,17 @@ def held_out_epsilon(scores: np.ndarray, truth: np.ndarray, delta: float = 1e-5)
 
 def brute_force(scores: np.ndarray, truth: np.ndarray, delta: float = 1e-5) -> dict[str, float]:
     """Every threshold ``score >= t`` by a plain loop."""
-    best = {"tpr@0.001": 0.0, "tpr@0.01": 0.0, "bal": 0.5, "adv": 0.0, "eps": 0.0}
+    best = {"tpr@0.0001": 0.0, "tpr@0.001": 0.0, "tpr@0.01": 0.0, "bal": 0.5, "adv": 0.0}
+    best.update(eps=0.0, eer_gap=math.inf, eer_accuracies=set())
     for t in [*sorted(set(scores.tolist())), np.inf]:
         tp, fp, n_pos, n_neg = counts(scores, truth, t)
         tpr, fpr = tp / n_pos, fp / n_neg
-        for level in (0.001, 0.01):
+        gap, accuracy = abs(fpr + tpr - 1), round((tpr + 1 - fpr) / 2, 12)
+        if gap < best["eer_gap"] - 1e-12:
+            best["eer_gap"], best["eer_accuracies"] = gap, {accuracy}
+        elif abs(gap - best["eer_gap"]) <= 1e-12:
+            best["eer_accuracies"].add(accuracy)
+        for level in (0.0001, 0.001, 0.01):
             if fpr <= level:
                 best[f"tpr@{level}"] = max(best[f"tpr@{level}"], tpr)
         best["bal"] = max(best["bal"], (tpr + 1 - fpr) / 2)
@@ -88,6 +94,8 @@ def test_metrics_match_sklearn_and_brute_force(seed):
     expected = brute_force(scores, truth)
     assert metrics.tpr_at_0_1_fpr == pytest.approx(expected["tpr@0.001"])
     assert metrics.tpr_at_1_fpr == pytest.approx(expected["tpr@0.01"])
+    assert metrics.tpr_at_0_01_fpr == pytest.approx(expected["tpr@0.0001"])
+    assert round(metrics.balanced_accuracy_at_eer, 12) in expected["eer_accuracies"]
     assert metrics.balanced_accuracy == pytest.approx(expected["bal"])
     assert metrics.advantage == pytest.approx(expected["adv"])
     assert metrics.epsilon_estimate == pytest.approx(expected["eps"])

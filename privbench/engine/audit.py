@@ -75,6 +75,9 @@ class AuditSpec:
         default=None, validator=attrs.validators.optional(attrs.validators.ge(4))
     )
     """Population size drawn from the dataset's train split (all of it by default)."""
+    paired: bool = False
+    """Curvature Clues' masks: Bernoulli(0.5) keep-masks in complementary pairs (each sample is
+    in exactly half the models) instead of exact random halves."""
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
@@ -90,6 +93,10 @@ class AttackResult:
     access: str
     options: dict[str, Any]
     metrics: dict[str, Any]
+    """Over the pooled scores of every target turn."""
+    per_target: dict[str, dict[str, float]]
+    """``{"mean": ..., "std": ...}`` of each metric over the targets (Curvature Clues reports
+    mean +- std over target models)."""
     seconds: float
     fpr: np.ndarray = attrs.field(repr=False)
     tpr: np.ndarray = attrs.field(repr=False)
@@ -101,6 +108,16 @@ class RunResult:
     path: Path
     record: dict[str, Any]
     attacks: list[AttackResult]
+
+
+def summarize(per_target: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation of each metric over target models."""
+    keys = per_target[0].keys()
+    values = {k: np.array([float(m[k]) for m in per_target]) for k in keys}
+    return {
+        "mean": {k: float(v.mean()) for k, v in values.items()},
+        "std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
+    }
 
 
 def _component_id(component: Component, instance: Any) -> dict[str, Any]:
@@ -329,7 +346,7 @@ class Audit:
         dataset, population, indices = self.load_data()
         self.check_model(dataset)
         workspace.create()  # only once the audit can start: bad input leaves no folders behind
-        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed)
+        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
         models, keys, metas, trained = self.train_pool(
             workspace, dataset, population, masks, progress
         )
@@ -372,6 +389,9 @@ class Audit:
                     progress.advance(attack_task)
             all_scores, all_truth = np.concatenate(scores), np.concatenate(truth)
             metrics = compute_metrics(all_scores, all_truth)
+            per_target = [
+                compute_metrics(s, m).as_dict() for s, m in zip(scores, truth, strict=True)
+            ]
             fpr, tpr, _ = roc(all_scores, all_truth)
             results.append(
                 AttackResult(
@@ -379,6 +399,7 @@ class Audit:
                     access=attack.access.label,
                     options=config_dict(attack),
                     metrics=metrics.as_dict(),
+                    per_target=summarize(per_target),
                     seconds=time.perf_counter() - attack_started,
                     fpr=fpr,
                     tpr=tpr,
@@ -442,6 +463,7 @@ class Audit:
                 "defense": self.identity["defense"],
                 "recipe": attrs.asdict(spec.recipe),
                 "shadows": spec.shadows,
+                "paired": spec.paired,
                 "targets": spec.targets if spec.targets is not None else spec.pool_size,
                 "population": len(indices),
                 "seed": spec.seed,
@@ -461,6 +483,7 @@ class Audit:
                     "access": r.access,
                     "options": r.options,
                     "metrics": r.metrics,
+                    "per_target": r.per_target,
                     "seconds": r.seconds,
                 }
                 for r in results

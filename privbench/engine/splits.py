@@ -25,9 +25,20 @@ def keep_mask(population_size: int, index: int, seed: int) -> np.ndarray:
     return keep
 
 
-def keep_masks(population_size: int, num_models: int, seed: int) -> np.ndarray:
+def paired_mask(population_size: int, index: int, seed: int) -> np.ndarray:
+    """Curvature Clues' scheme: model ``2j`` keeps each sample with probability 1/2 and model
+    ``2j + 1`` keeps exactly the others, so every pair covers the population once."""
+    rng = np.random.default_rng(np.random.SeedSequence((seed, index // 2, 0x70616972)))
+    keep = rng.random(population_size) < 0.5
+    return keep if index % 2 == 0 else ~keep
+
+
+def keep_masks(
+    population_size: int, num_models: int, seed: int, *, paired: bool = False
+) -> np.ndarray:
     """``num_models x population_size`` booleans, one row per model of the pool."""
-    return np.stack([keep_mask(population_size, k, seed) for k in range(num_models)])
+    make = paired_mask if paired else keep_mask
+    return np.stack([make(population_size, k, seed) for k in range(num_models)])
 
 
 def population_indices(available: int, size: int | None, seed: int) -> np.ndarray:
