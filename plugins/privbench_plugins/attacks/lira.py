@@ -1,0 +1,200 @@
+"""LiRA, the likelihood-ratio attack of Carlini et al. (2022), "Membership Inference Attacks From
+First Principles" (IEEE S&P; official code: tensorflow/privacy, research/mi_lira_2021).
+
+Threat model: ``logits`` access to the target; shadow models trained by the attacker on random
+halves of the population (LiRA's own game, which privbench's engine plays).
+
+For each sample LiRA compares the target's logit-scaled confidence with the distributions of that
+same statistic over shadow models that did (IN) and did not (OUT) train on the sample, each
+modelled as a Gaussian (Section IV, Algorithm 1):
+
+- ``online``: log N(phi; mu_in, var_in) - log N(phi; mu_out, var_out), the log likelihood ratio.
+- ``offline``: only OUT models are needed, and the test is one-sided (the paper's offline
+  variant): members have a *larger* confidence than the OUT distribution predicts, so the score
+  is log Pr[Z <= phi], Z ~ N(mu_out, var_out) (the paper's 1 - Pr[Z > phi]; higher = member).
+  The official plotting code ranks offline by the two-sided -log N(phi; mu_out, var_out)
+  instead; privbench follows the paper's one-sided test, which does not take an unusually *low*
+  confidence for a sign of membership.
+
+With several queries per sample (the image and its mirror), each query keeps its own column and
+its own Gaussian, which is the paper's multivariate Gaussian with diagonal covariance over
+augmented queries; the per-query log scores are summed (the official code averages them, which
+ranks the same).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Literal
+
+import attrs
+import numpy as np
+import torch
+from scipy.special import log_ndtr
+
+from privbench import Access, AttackContext, ModelView, hookimpl
+
+GLOBAL_VARIANCE_BELOW = 64
+"""Carlini et al. find a variance shared by all samples ("fixed"/global variance) better than
+per-sample variances when fewer than 64 shadow models are available (their study of the number of
+shadow models); the official code calls it ``fix_variance``."""
+
+MIN_STD = 1e-3
+"""Floor on a standard deviation (in logit units): identical shadow signals would otherwise give
+an infinitely sharp Gaussian and infinite scores."""
+
+
+def logit_scaled_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """LiRA's statistic phi = log p_y - log sum_{y' != y} p_y' (the paper's logit scaling).
+
+    It equals log(p_y / (1 - p_y)) but is computed from the logits as
+    ``z_y - logsumexp_{y' != y} z_y'`` (the softmax normaliser cancels), so it stays exact where
+    p_y rounds to 0 or 1; the paper stresses this numerical care for confident models.
+    """
+    z = logits.double()
+    index = labels.long()[:, None]
+    true = z.gather(1, index).squeeze(1)
+    others = z.scatter(1, index, float("-inf"))
+    return (true - torch.logsumexp(others, dim=1)).numpy()
+
+
+def _queries(augment: str) -> tuple[str, ...]:
+    return ("none", "hflip") if augment == "hflip" else ("none",)
+
+
+def signals(view: ModelView, labels: torch.Tensor, augment: str) -> np.ndarray:
+    """``N x A`` statistics of one model on the population, one column per query."""
+    return np.stack(
+        [logit_scaled_confidence(view.population_logits(q), labels) for q in _queries(augment)],
+        axis=-1,
+    )
+
+
+@attrs.frozen
+class GaussianFit:
+    """Per-sample Gaussians of one side (IN or OUT) from ``S x N x A`` signals and an ``S x N``
+    mask of the shadows on that side.
+
+    ``mean`` is the mean, as in Algorithm 1 (the official code takes the median), NaN where a
+    sample has no shadow on this side; ``var`` (unbiased, ddof 1) is NaN where it has fewer than
+    two. ``pooled_var`` is the variance shared by all samples: the pooled within-sample variance
+    sum (s - mean_i)^2 / sum (n_i - 1). That deviates from the official code, whose
+    ``fix_variance`` takes the spread of all values and so adds the spread *between* samples'
+    means; privbench falls back to that spread only where no sample has two shadows.
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    count: np.ndarray
+    pooled_var: np.ndarray
+
+    @classmethod
+    def of(cls, shadow_signals: np.ndarray, mask: np.ndarray) -> GaussianFit:
+        m = mask[:, :, None].astype(np.float64)
+        count = mask.sum(0)
+        n = count[:, None].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (shadow_signals * m).sum(0) / n
+            sq = (np.square(shadow_signals - np.nan_to_num(mean)) * m).sum(0)
+            var = np.where(n >= 2, sq / (n - 1), np.nan)
+        dof = np.maximum(count - 1, 0).sum()
+        if dof > 0:
+            pooled = sq.sum(0) / dof
+        elif mask.sum() >= 2:
+            pooled = shadow_signals[mask].var(axis=0)
+        else:
+            pooled = np.ones(shadow_signals.shape[-1])
+        return cls(mean=mean, var=var, count=count, pooled_var=pooled)
+
+    def std(self, global_variance: bool) -> np.ndarray:
+        """Per-sample standard deviations; the pooled one where asked or where a sample's own
+        estimate is missing."""
+        var = np.broadcast_to(self.pooled_var, self.mean.shape)
+        if not global_variance:
+            var = np.where(np.isnan(self.var), var, self.var)
+        return np.maximum(np.sqrt(var), MIN_STD)
+
+
+def _mean_shift(fit_in: GaussianFit, fit_out: GaussianFit) -> np.ndarray:
+    """Average mu_in - mu_out per query, over samples that have both: fills in the mean of a
+    side a sample lacks (its own other-side mean plus this shift), which keeps the sample's own
+    difficulty rather than falling back to a population-wide mean."""
+    both = (fit_in.count > 0) & (fit_out.count > 0)
+    if both.any():
+        shift = (fit_in.mean[both] - fit_out.mean[both]).mean(0)
+    else:
+        with np.errstate(invalid="ignore"):
+            shift = np.nanmean(fit_in.mean, 0) - np.nanmean(fit_out.mean, 0)
+    return np.nan_to_num(shift)
+
+
+def _normal_logpdf(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    return -0.5 * np.square((x - mean) / std) - np.log(std) - 0.5 * math.log(2 * math.pi)
+
+
+def lira_scores(
+    target: np.ndarray,
+    shadows: np.ndarray,
+    keep: np.ndarray,
+    variant: str = "online",
+    global_variance: bool = True,
+) -> np.ndarray:
+    """LiRA scores from ``N x A`` target signals, ``S x N x A`` shadow signals and the ``S x N``
+    keep-mask: one score per sample, higher = member, vectorised over samples."""
+    keep = np.asarray(keep, dtype=bool)
+    fit_in, fit_out = GaussianFit.of(shadows, keep), GaussianFit.of(shadows, ~keep)
+    shift = _mean_shift(fit_in, fit_out)
+    mu_out = np.where(np.isnan(fit_out.mean), fit_in.mean - shift, fit_out.mean)
+    sd_out = fit_out.std(global_variance)
+    if variant == "offline":
+        return log_ndtr((target - mu_out) / sd_out).sum(-1)
+    mu_in = np.where(np.isnan(fit_in.mean), fit_out.mean + shift, fit_in.mean)
+    sd_in = fit_in.std(global_variance)
+    log_in = _normal_logpdf(target, mu_in, sd_in)
+    return (log_in - _normal_logpdf(target, mu_out, sd_out)).sum(-1)
+
+
+@attrs.frozen
+class LiRA:
+    """Carlini et al. (2022): per-sample Gaussian likelihood ratio of the logit-scaled confidence.
+
+    ``variant=online`` needs IN and OUT shadows (at least 2 shadow models, so that a sample can
+    be IN in one and OUT in another); ``offline`` needs OUT shadows only (1 model suffices).
+    A sample with no shadow on a side borrows that side's mean from its other side plus the
+    average IN-OUT gap (see ``_mean_shift``), and the shared variance.
+    """
+
+    name: ClassVar[str] = "lira"
+    description: ClassVar[str] = (
+        "Carlini et al. 2022 likelihood-ratio attack on logit-scaled confidence, shadow Gaussians"
+    )
+    access: ClassVar[Access] = Access.LOGITS
+
+    variant: Literal["online", "offline"] = "online"
+    """``online``: IN and OUT Gaussians; ``offline``: one-sided test against OUT only."""
+    augment: Literal["none", "hflip"] = "none"
+    """Queries per sample: the image, or the image and its mirror (the paper queries mirrored
+    and shifted copies). ``hflip`` suits data whose mirror keeps the label."""
+    global_variance: bool | None = None
+    """Share one variance per side across samples; ``None``: only with fewer than 64 shadow
+    models, as Carlini et al. recommend."""
+
+    @property
+    def min_shadows(self) -> int:
+        return 2 if self.variant == "online" else 1
+
+    def score(self, context: AttackContext) -> np.ndarray:
+        labels = context.population.y
+        target = signals(context.target, labels, self.augment)
+        shadows = np.stack([signals(view, labels, self.augment) for view in context.shadows])
+        global_variance = (
+            len(context.shadows) < GLOBAL_VARIANCE_BELOW
+            if self.global_variance is None
+            else self.global_variance
+        )
+        return lira_scores(target, shadows, context.shadow_keep, self.variant, global_variance)
+
+
+@hookimpl
+def register_attacks(register):
+    register(LiRA)
