@@ -138,6 +138,19 @@ def results_table(record: dict[str, Any]) -> Table:
     return table
 
 
+def memorization_line(summary: dict[str, Any]) -> str:
+    line = (
+        f"memorization over {summary['models']} models: mean {summary['mean']:.3f}, "
+        f"{summary['above_0_5']} samples above 0.5"
+    )
+    if "spearman_curvature" in summary:
+        line += (
+            f"; Spearman rank correlation with curvature {summary['spearman_curvature']:.3f} "
+            f"(p = {summary['spearman_p_value']:.2g})"
+        )
+    return line
+
+
 def build_app(registry: Registry) -> typer.Typer:
     app = typer.Typer(
         name="privbench",
@@ -182,6 +195,11 @@ def build_app(registry: Registry) -> typer.Typer:
         model_opt: list[str] = typer.Option([], "--model-opt", help="key=value"),
         dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="key=value"),
         shadows: int = typer.Option(7, "--shadows", "-k", help="Shadow models beside the target."),
+        memorization: bool = typer.Option(
+            False,
+            "--memorization",
+            help="Estimate every sample's memorization from the pool (memorization.csv).",
+        ),
         paired: bool = typer.Option(
             False, "--paired", help="Bernoulli keep-masks in complementary pairs (Curvature Clues)."
         ),
@@ -253,6 +271,7 @@ def build_app(registry: Registry) -> typer.Typer:
                 recipe=recipe,
                 shadows=shadows,
                 paired=paired,
+                memorization=memorization,
                 targets=targets,
                 population=population,
                 seed=seed,
@@ -275,6 +294,9 @@ def build_app(registry: Registry) -> typer.Typer:
         with progress:
             result = audit.run(ws, progress=progress)
         console.print(results_table(result.record))
+        if "memorization" in result.record:
+            console.print(memorization_line(result.record["memorization"]))
+            console.print(f"memorization: {result.path / 'memorization.csv'}")
         console.print(f"results: {result.path / 'results.json'}")
         console.print(f"ROC plot: {result.path / 'roc.png'}")
 

@@ -336,3 +336,27 @@ def test_per_target_metrics_are_summarised(tmp_path, registry):
     aucs = [loss["per_target"]["mean"]["auc"], loss["per_target"]["std"]["auc"]]
     assert 0.3 < aucs[0] < 0.9 and aucs[1] > 0
     assert set(loss["per_target"]["mean"]) == set(loss["metrics"])
+
+
+def test_memorization_is_high_for_mislabeled_samples(tmp_path, registry):
+    options = {"num_train": 240, "num_test": 60, "num_classes": 4, "label_noise": 0.15, "seed": 3}
+    spec = _spec(
+        dataset=PluginChoice("synthetic", options),
+        model=PluginChoice("mlp"),
+        recipe=TrainingRecipe(epochs=60, batch_size=32, optimizer="adamw", lr=3e-3, weight_decay=0),
+        shadows=7,
+        population=None,
+        attacks=(PluginChoice("loss"),),
+        memorization=True,
+    )
+    result = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    clean = registry.create("dataset", "synthetic", {**options, "label_noise": 0.0}).load(None)
+    noisy = registry.create("dataset", "synthetic", options).load(None)
+    mislabeled = (clean.train.y != noisy.train.y).numpy()
+    assert 10 < mislabeled.sum() < 60
+    table = np.genfromtxt(result.path / "memorization.csv", delimiter=",", names=True)
+    assert (table["index"] == np.arange(240)).all()
+    memorization = table["memorization"]
+    gap = np.nanmean(memorization[mislabeled]) - np.nanmean(memorization[~mislabeled])
+    assert gap > 0.3, gap
+    assert result.record["memorization"]["models"] == 8

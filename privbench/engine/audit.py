@@ -38,6 +38,7 @@ from privbench.interfaces import (
     TensorData,
     TrainingRecipe,
 )
+from privbench.memorization import memorization, rank_correlation
 from privbench.metrics import compute_metrics, roc
 from privbench.options import config_dict
 from privbench.plugins import Component, Registry, get_registry
@@ -75,6 +76,8 @@ class AuditSpec:
         default=None, validator=attrs.validators.optional(attrs.validators.ge(4))
     )
     """Population size drawn from the dataset's train split (all of it by default)."""
+    memorization: bool = False
+    """Also estimate each sample's memorization from the pool (``memorization.csv``)."""
     paired: bool = False
     """Curvature Clues' masks: Bernoulli(0.5) keep-masks in complementary pairs (each sample is
     in exactly half the models) instead of exact random halves."""
@@ -354,6 +357,12 @@ class Audit:
 
         targets = list(range(spec.targets if spec.targets is not None else spec.pool_size))
         utility = self.utility(workspace, models, keys, dataset, population, masks, targets)
+        analyses: dict[str, Any] = {}
+        tables: dict[str, str] = {}
+        if spec.memorization:
+            analyses["memorization"], tables["memorization.csv"] = self.memorization(
+                workspace, models, keys, population, masks, indices
+            )
 
         results = []
         attack_task = (
@@ -406,8 +415,67 @@ class Audit:
                 )
             )
         return self.record(
-            workspace, results, utility, metas, trained, training_seconds, started, indices
+            workspace,
+            results,
+            utility,
+            metas,
+            trained,
+            training_seconds,
+            started,
+            indices,
+            analyses,
+            tables,
         )
+
+    def memorization(
+        self,
+        workspace: Workspace,
+        models: Sequence[Model],
+        keys: Sequence[str],
+        population: TensorData,
+        masks: np.ndarray,
+        indices: np.ndarray,
+    ) -> tuple[dict[str, Any], str]:
+        """Feldman-Zhang memorization of every population sample from the pool itself (no extra
+        training) and, where a ``curvature`` scorer is installed, its rank correlation with the
+        mean input-loss curvature over the models that trained on the sample (the empirical link
+        of Ravikumar et al., ICML 2024, Sec. 6.3)."""
+        views = [
+            self.view(workspace, m, k, population, Access.PARAMETERS)
+            for m, k in zip(models, keys, strict=True)
+        ]
+        correct = np.stack(
+            [(v.population_logits("none").argmax(1) == population.y).numpy() for v in views]
+        )
+        estimate = memorization(correct, masks)
+        summary: dict[str, Any] = {
+            "models": len(models),
+            "mean": float(np.nanmean(estimate.score)),
+            "above_0_5": int(np.nansum(estimate.score > 0.5)),
+        }
+        curvature = np.full(len(population), np.nan)
+        if "curvature" in self.registry.names("scorer"):
+            values = np.stack(
+                [
+                    v.population_scores("curvature", method="finite-difference").numpy()
+                    for v in views
+                ]
+            )
+            with np.errstate(invalid="ignore"):
+                curvature = np.where(masks, values, 0.0).sum(0) / masks.sum(0)
+            rho, p_value = rank_correlation(estimate.score, curvature)
+            summary.update(spearman_curvature=rho, spearman_p_value=p_value)
+        lines = [
+            "index,label,memorization,standard_error,accuracy_in,accuracy_out,n_in,n_out,curvature_in"
+        ]
+        for i in range(len(population)):
+            lines.append(
+                f"{indices[i]},{int(population.y[i])},{estimate.score[i]:.6g},"
+                f"{estimate.standard_error[i]:.6g},{estimate.accuracy_in[i]:.6g},"
+                f"{estimate.accuracy_out[i]:.6g},{estimate.n_in[i]},{estimate.n_out[i]},"
+                f"{curvature[i]:.6g}"
+            )
+        return summary, "\n".join(lines) + "\n"
 
     def utility(
         self,
@@ -449,6 +517,8 @@ class Audit:
         training_seconds: float,
         started: float,
         indices: np.ndarray,
+        analyses: dict[str, Any],
+        tables: dict[str, str],
     ) -> RunResult:
         spec = self.spec
         created = dt.datetime.now(dt.timezone.utc)
@@ -470,6 +540,7 @@ class Audit:
                 "device": str(self.device),
             },
             "utility": utility,
+            **analyses,
             "training": {
                 "models": len(metas),
                 "trained": trained,
@@ -509,6 +580,8 @@ class Audit:
                 title=f"{spec.dataset.name} / {spec.model.name} / defense {spec.defense.name}",
             )
             write_json_atomic(staging / "results.json", record)
+            for name, text in tables.items():
+                (staging / name).write_text(text)
             os.replace(staging, run_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
