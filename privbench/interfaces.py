@@ -346,6 +346,9 @@ class AttackContext:
     population: TensorData
     num_classes: int
     seed: int
+    hflip_preserves_label: bool = True
+    """Whether mirrored queries (``population_logits("hflip")``) keep the label; where they do
+    not (digits), asking for them raises an OptionError."""
 
 
 class Attack(Protocol):
@@ -353,24 +356,28 @@ class Attack(Protocol):
 
     ``access`` is the threat model: the target view refuses anything beyond it.
     ``min_shadows`` is how many shadow models the attack needs (0 for a threshold attack).
+    The engine reads both on the configured instance, so either may be a property that depends
+    on the options (LiRA online needs 2 shadows, offline 1).
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
-    access: ClassVar[Access]
-    min_shadows: ClassVar[int] = 0
+    access: Access
+    min_shadows: int
 
     def score(self, context: AttackContext) -> np.ndarray: ...
 
 
 class Scorer(Protocol):
-    """A scorer plugin: one per-sample statistic of a model on a batch (``N`` values).
+    """A scorer plugin: one per-sample statistic of a model on a batch (``N`` values, or
+    ``N x A`` with one column per query augmentation).
 
-    ``access`` is what it needs of the model, as for attacks.
+    ``access`` is what it needs of the model, as for attacks (it may depend on the options).
+    A sample's value must not depend on the rest of its batch: per-sample losses, never means.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
-    access: ClassVar[Access]
+    access: Access
 
     def score(self, model: ModelView, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...

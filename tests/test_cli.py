@@ -131,3 +131,22 @@ def test_presets_fill_in_what_was_not_given(tmp_path, capsys):
     assert "2 models, 2 target(s)" in out
     code, _, err = run_cli(capsys, "run", "--preset", "quik", "-w", ws)
     assert code == 2 and "did you mean 'quick'" in err
+
+
+def test_mirrored_queries_on_digits_are_refused_without_a_result(capsys, tmp_path):
+    ws = tmp_path / "ws"
+    args = [
+        "run",
+        "--preset",
+        "quick",
+        "--epochs",
+        "1",
+        "--attack-opt",
+        "hflip=true",
+        "-w",
+        str(ws),
+    ]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "mirrored queries change labels in dataset 'digits'" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (ws / "privbench.db").exists() and not list((ws / "runs").iterdir())

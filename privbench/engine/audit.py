@@ -173,6 +173,7 @@ class Audit:
             raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
         self.device = resolve_device(spec.device)
         self._digests: dict[int, tuple[TensorData, str]] = {}
+        self.hflip_preserves_label = True
         self.identity = {
             "dataset": _component_id(self.dataset_component, self.dataset),
             "model": _component_id(self.model_component, self.model_factory),
@@ -188,6 +189,7 @@ class Audit:
     def load_data(self) -> tuple[LoadedDataset, TensorData, np.ndarray]:
         data_root = self.spec.data_root or os.environ.get("PRIVBENCH_DATA") or None
         dataset = self.dataset.load(data_root)
+        self.hflip_preserves_label = dataset.hflip_preserves_label
         if "flip" in self.spec.recipe.augment and not dataset.hflip_preserves_label:
             raise OptionError(
                 f"augment={self.spec.recipe.augment} mirrors images, which changes labels in "
@@ -313,6 +315,11 @@ class Audit:
         def population_logits(augmentation: str) -> torch.Tensor:
             if augmentation not in AUGMENTATIONS:
                 raise ValueError(f"augmentation must be one of {AUGMENTATIONS}")
+            if augmentation == "hflip" and not self.hflip_preserves_label:
+                raise OptionError(
+                    f"mirrored queries change labels in dataset '{self.spec.dataset.name}'; "
+                    "turn the attack's hflip/augment option off"
+                )
             x = population.x.flip(-1) if augmentation == "hflip" else population.x
             full = ModelView(model, Access.LOGITS, device=self.device)
             return workspace.cached_tensor(
@@ -385,6 +392,7 @@ class Audit:
                     population=population,
                     num_classes=dataset.num_classes,
                     seed=splits.model_seed(spec.seed, 10_000 + t),
+                    hflip_preserves_label=dataset.hflip_preserves_label,
                 )
                 target_scores = np.asarray(attack.score(context), dtype=np.float64).reshape(-1)
                 if target_scores.shape[0] != len(population):
