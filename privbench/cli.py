@@ -138,6 +138,14 @@ def results_table(record: dict[str, Any]) -> Table:
     return table
 
 
+def dp_bound_line(bound: dict[str, float]) -> str:
+    return (
+        f"the accountant's (ε={bound['epsilon']:.3g}, δ={bound['delta']:.2g})-DP allows at most: "
+        f"AUC {bound['auc']:.4f}, TPR@0.1%FPR {bound['tpr_at_0_1_fpr']:.4f}, "
+        f"TPR@1%FPR {bound['tpr_at_1_fpr']:.4f}, advantage {bound['advantage']:.4f}"
+    )
+
+
 def memorization_line(summary: dict[str, Any]) -> str:
     line = (
         f"memorization over {summary['models']} models: mean {summary['mean']:.3f}, "
@@ -294,6 +302,8 @@ def build_app(registry: Registry) -> typer.Typer:
         with progress:
             result = audit.run(ws, progress=progress)
         console.print(results_table(result.record))
+        if "dp_bound" in result.record:
+            console.print(dp_bound_line(result.record["dp_bound"]))
         if "memorization" in result.record:
             console.print(memorization_line(result.record["memorization"]))
             console.print(f"memorization: {result.path / 'memorization.csv'}")
@@ -385,6 +395,10 @@ def build_app(registry: Registry) -> typer.Typer:
             record = db.find_run(run_id)
         console.print(f"run {record['run_id']} ({record['created_at']})")
         console.print(results_table(record))
+        if "dp_bound" in record:
+            console.print(dp_bound_line(record["dp_bound"]))
+        if "memorization" in record:
+            console.print(memorization_line(record["memorization"]))
         run_dir = workspace_path(workspace) / "runs" / record["run_id"]
         console.print(f"results: {run_dir / 'results.json'}")
         console.print(f"ROC plot: {run_dir / 'roc.png'}")

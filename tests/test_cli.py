@@ -150,3 +150,34 @@ def test_mirrored_queries_on_digits_are_refused_without_a_result(capsys, tmp_pat
     assert code == 2 and "mirrored queries change labels in dataset 'digits'" in err
     assert len(err.strip().splitlines()) == 1
     assert not (ws / "privbench.db").exists() and not list((ws / "runs").iterdir())
+
+
+def test_a_dp_defense_gets_its_theoretical_bound_printed(capsys, tmp_path, monkeypatch):
+    (tmp_path / "privbench_fake_dp.py").write_text(
+        "from typing import ClassVar\n"
+        "import attrs\n"
+        "from privbench import Defense, hookimpl\n\n"
+        "@attrs.frozen\n"
+        "class FakeDP(Defense):\n"
+        "    name: ClassVar[str] = 'fake-dp'\n"
+        "    description: ClassVar[str] = 'reports a guarantee it does not give'\n"
+        "    epsilon: float = 1.0\n\n"
+        "    def fit(self, model, data, trainer):\n"
+        "        return {**trainer.fit(model, data), 'epsilon': self.epsilon, 'delta': 1e-5}\n\n"
+        "@hookimpl\n"
+        "def register_defenses(register):\n"
+        "    register(FakeDP)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_fake_dp")
+    ws = str(tmp_path / "ws")
+    args = ["run", "-d", "fake-dp", "--defense-opt", "epsilon=2", "--preset", "quick", "-w", ws]
+    code, out, err = run_cli(capsys, *args, "-q")
+    assert code == 0, err
+    from privbench.theory import theoretical_maximum
+
+    expected = theoretical_maximum(2.0, 1e-5)
+    assert "(ε=2, δ=1e-05)-DP allows at most" in out
+    assert f"AUC {expected.auc:.4f}" in out
+    code, out, _ = run_cli(capsys, "show", "latest", "-w", ws)
+    assert f"TPR@1%FPR {expected.tpr_at_1_fpr:.4f}" in out

@@ -44,6 +44,7 @@ from privbench.options import config_dict
 from privbench.plugins import Component, Registry, get_registry
 from privbench.report import plot_roc, write_json_atomic
 from privbench.results import ResultsDB
+from privbench.theory import theoretical_maximum
 
 AUGMENTATIONS = ("none", "hflip")
 
@@ -532,6 +533,12 @@ class Audit:
         created = dt.datetime.now(dt.timezone.utc)
         run_id = created.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
         defense_meta = {k: v for k, v in metas[0].items() if k not in {"index", "members"}}
+        if "epsilon" in defense_meta:
+            # A DP defense records its accountant's guarantee: show what it allows at most.
+            bound = theoretical_maximum(
+                float(defense_meta["epsilon"]), float(defense_meta.get("delta", 0.0))
+            )
+            analyses = {**analyses, "dp_bound": bound.as_dict()}
         record = {
             "run_id": run_id,
             "created_at": created.isoformat(timespec="seconds"),
