@@ -263,7 +263,9 @@ class ModelView:
         outputs = []
         for start in range(0, tensors[0].shape[0], self.batch_size):
             chunk = [t[start : start + self.batch_size].to(self.device) for t in tensors]
-            outputs.append(fn(*chunk).detach().float().cpu())
+            out = fn(*chunk).detach().cpu()
+            # Half precision (AMP) comes back as float32; float64 models keep their precision.
+            outputs.append(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out)
         return torch.cat(outputs) if outputs else torch.empty(0)
 
     @torch.no_grad()

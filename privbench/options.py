@@ -166,6 +166,10 @@ def _validator_message(err: Exception) -> str:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return "|".join(
+            "none" if arg is type(None) else _type_name(arg) for arg in typing.get_args(annotation)
+        )
     if typing.get_origin(annotation) is typing.Literal:
         return "|".join(map(str, typing.get_args(annotation)))
     if isinstance(annotation, type):

@@ -88,3 +88,4 @@ def test_config_dict_and_description_are_json_ready():
     rows = {name: (kind, default) for name, kind, default in describe_options(Example)}
     assert rows["method"] == ("zero-order|exact", "'zero-order'")
     assert rows["rounds"] == ("int", "10")
+    assert rows["checkpoint"] == ("str|none", "None")
