@@ -26,6 +26,7 @@ from privbench.interfaces import TrainingRecipe
 from privbench.options import configure, describe_options, parse_assignments
 from privbench.plugins import KINDS, Registry, get_registry
 from privbench.presets import PRESETS, get_preset
+from privbench.results import ResultsDB
 
 # Piped or captured output gets 120 columns rather than rich's 80, so the table stays whole.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -157,6 +158,25 @@ def memorization_line(summary: dict[str, Any]) -> str:
             f"(p = {summary['spearman_p_value']:.2g})"
         )
     return line
+
+
+def print_record(record: dict[str, Any], run_dir: Path) -> None:
+    """A run's table, its bound and memorization lines, and where its files are."""
+    console.print(results_table(record))
+    if "dp_bound" in record:
+        console.print(dp_bound_line(record["dp_bound"]))
+    if "memorization" in record:
+        console.print(memorization_line(record["memorization"]))
+        console.print(f"memorization: {run_dir / 'memorization.csv'}")
+    console.print(f"results: {run_dir / 'results.json'}")
+    console.print(f"ROC plot: {run_dir / 'roc.png'}")
+
+
+def open_results(workspace: Path | None) -> ResultsDB:
+    path = workspace_path(workspace) / "privbench.db"
+    if not path.is_file():
+        raise PrivbenchError(f"no results database at {path}; run 'privbench run' first")
+    return ResultsDB(path)
 
 
 def build_app(registry: Registry) -> typer.Typer:
@@ -301,14 +321,7 @@ def build_app(registry: Registry) -> typer.Typer:
         )
         with progress:
             result = audit.run(ws, progress=progress)
-        console.print(results_table(result.record))
-        if "dp_bound" in result.record:
-            console.print(dp_bound_line(result.record["dp_bound"]))
-        if "memorization" in result.record:
-            console.print(memorization_line(result.record["memorization"]))
-            console.print(f"memorization: {result.path / 'memorization.csv'}")
-        console.print(f"results: {result.path / 'results.json'}")
-        console.print(f"ROC plot: {result.path / 'roc.png'}")
+        print_record(result.record, result.path)
 
     @app.command()
     def plugins(
@@ -355,14 +368,9 @@ def build_app(registry: Registry) -> typer.Typer:
         limit: int = typer.Option(20, "--limit", "-n", help="Show at most this many runs."),
     ) -> None:
         """List the runs recorded in the workspace database, newest first."""
-        from privbench.results import ResultsDB
-
-        path = workspace_path(workspace) / "privbench.db"
-        if not path.is_file():
-            raise PrivbenchError(f"no results database at {path}; run 'privbench run' first")
-        with ResultsDB(path) as db:
+        with open_results(workspace) as db:
             rows = db.runs(limit)
-        table = Table(title=str(path), title_justify="left", box=box.SIMPLE_HEAD)
+        table = Table(title=str(db.path), title_justify="left", box=box.SIMPLE_HEAD)
         table.add_column("run", no_wrap=True)
         table.add_column("created (UTC)", no_wrap=True)
         for column in ("dataset", "model", "defense", "attacks", "best AUC", "test acc"):
@@ -386,22 +394,10 @@ def build_app(registry: Registry) -> typer.Typer:
         workspace: Path | None = WorkspaceOption,
     ) -> None:
         """Show the results of one run."""
-        from privbench.results import ResultsDB
-
-        path = workspace_path(workspace) / "privbench.db"
-        if not path.is_file():
-            raise PrivbenchError(f"no results database at {path}; run 'privbench run' first")
-        with ResultsDB(path) as db:
+        with open_results(workspace) as db:
             record = db.find_run(run_id)
         console.print(f"run {record['run_id']} ({record['created_at']})")
-        console.print(results_table(record))
-        if "dp_bound" in record:
-            console.print(dp_bound_line(record["dp_bound"]))
-        if "memorization" in record:
-            console.print(memorization_line(record["memorization"]))
-        run_dir = workspace_path(workspace) / "runs" / record["run_id"]
-        console.print(f"results: {run_dir / 'results.json'}")
-        console.print(f"ROC plot: {run_dir / 'roc.png'}")
+        print_record(record, workspace_path(workspace) / "runs" / record["run_id"])
 
     registry.call_register_commands(app)
     return app
