@@ -13,8 +13,9 @@ import attrs
 import numpy as np
 import pytest
 import torch
-from privbench_plugins.attacks.lira import GaussianFit, LiRA, lira_scores, logit_scaled_confidence
+from privbench_plugins.attacks.lira import GaussianFit, LiRA, lira_scores
 from privbench_plugins.attacks.rmia import RMIA, log_likelihood_ratio, pairwise_scores
+from privbench_plugins.scorers.confidence import logit_confidence
 from scipy.stats import norm
 
 from privbench import OptionError, TensorData, TrainingRecipe, hookimpl
@@ -41,12 +42,13 @@ def test_phi_is_the_logit_of_the_true_class_probability():
     logits = torch.randn(50, 5, generator=torch.Generator().manual_seed(0)) * 2
     labels = torch.arange(50) % 5
     p = torch.softmax(logits.double(), 1).gather(1, labels[:, None]).squeeze(1).numpy()
-    assert np.allclose(logit_scaled_confidence(logits, labels), np.log(p / (1 - p)), rtol=1e-9)
+    phi = logit_confidence(logits.double(), labels).numpy()
+    assert np.allclose(phi, np.log(p / (1 - p)), rtol=1e-9)
 
 
 def test_phi_stays_finite_and_exact_for_extreme_logits():
     logits = torch.tensor([[1e4, 0.0, -1e4], [-1e4, 0.0, 1e4], [30.0, 0.0, 0.0]])
-    phi = logit_scaled_confidence(logits, torch.tensor([0, 0, 0]))
+    phi = logit_confidence(logits.double(), torch.tensor([0, 0, 0])).numpy()
     assert np.isfinite(phi).all()
     # z_y - logsumexp of the others: exact where p_y rounds to 1 (row 3 in float32) or 0.
     assert np.allclose(phi, [1e4, -2e4, 30.0 - np.log(2.0)], rtol=1e-12)
@@ -326,3 +328,19 @@ def test_no_attack_finds_membership_that_training_ignored(null):
     for label, metrics in null.items():
         assert abs(metrics["auc"] - 0.5) < 0.06, (label, metrics["auc"])
         assert metrics["tpr_at_1_fpr"] < 0.05, (label, metrics["tpr_at_1_fpr"])
+
+
+def test_lira_refuses_mirrored_queries_where_they_change_labels():
+    from privbench import AttackContext, OptionError, TensorData
+
+    context = AttackContext(
+        target=None,
+        shadows=[],
+        shadow_keep=np.zeros((0, 2), dtype=bool),
+        population=TensorData(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)),
+        num_classes=2,
+        seed=0,
+        hflip_preserves_label=False,
+    )
+    with pytest.raises(OptionError, match="mirrored queries change labels"):
+        LiRA(augment="hflip+shift").score(context)

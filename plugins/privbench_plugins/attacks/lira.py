@@ -29,10 +29,9 @@ from typing import ClassVar, Literal
 
 import attrs
 import numpy as np
-import torch
 from scipy.special import log_ndtr
 
-from privbench import Access, AttackContext, ModelView, hookimpl
+from privbench import Access, AttackContext, ModelView, OptionError, hookimpl
 
 GLOBAL_VARIANCE_BELOW = 64
 """Carlini et al. find a variance shared by all samples ("fixed"/global variance) better than
@@ -44,30 +43,11 @@ MIN_STD = 1e-3
 an infinitely sharp Gaussian and infinite scores."""
 
 
-def logit_scaled_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """LiRA's statistic phi = log p_y - log sum_{y' != y} p_y' (the paper's logit scaling).
-
-    It equals log(p_y / (1 - p_y)) but is computed from the logits as
-    ``z_y - logsumexp_{y' != y} z_y'`` (the softmax normaliser cancels), so it stays exact where
-    p_y rounds to 0 or 1; the paper stresses this numerical care for confident models.
-    """
-    z = logits.double()
-    index = labels.long()[:, None]
-    true = z.gather(1, index).squeeze(1)
-    others = z.scatter(1, index, float("-inf"))
-    return (true - torch.logsumexp(others, dim=1)).numpy()
-
-
-def _queries(augment: str) -> tuple[str, ...]:
-    return ("none", "hflip") if augment == "hflip" else ("none",)
-
-
-def signals(view: ModelView, labels: torch.Tensor, augment: str) -> np.ndarray:
-    """``N x A`` statistics of one model on the population, one column per query."""
-    return np.stack(
-        [logit_scaled_confidence(view.population_logits(q), labels) for q in _queries(augment)],
-        axis=-1,
-    )
+def signals(view: ModelView, augment: str) -> np.ndarray:
+    """``N x A`` logit-scaled confidences of one model on the population, one column per query,
+    from the ``logit-confidence`` scorer (cached per model, shared with any other attack)."""
+    values = view.population_scores("logit-confidence", augment=augment, reduce="keep")
+    return values.double().numpy().reshape(values.shape[0], -1)
 
 
 @attrs.frozen
@@ -172,9 +152,9 @@ class LiRA:
 
     variant: Literal["online", "offline"] = "online"
     """``online``: IN and OUT Gaussians; ``offline``: one-sided test against OUT only."""
-    augment: Literal["none", "hflip"] = "none"
-    """Queries per sample: the image, or the image and its mirror (the paper queries mirrored
-    and shifted copies). ``hflip`` suits data whose mirror keeps the label."""
+    augment: Literal["none", "hflip", "shift", "hflip+shift"] = "none"
+    """Queries per sample (the paper's mirrored and one-pixel-shifted copies), each with its own
+    Gaussian; mirroring is refused where it changes the label (digits)."""
     global_variance: bool | None = None
     """Share one variance per side across samples; ``None``: only with fewer than 64 shadow
     models, as Carlini et al. recommend."""
@@ -184,9 +164,10 @@ class LiRA:
         return 2 if self.variant == "online" else 1
 
     def score(self, context: AttackContext) -> np.ndarray:
-        labels = context.population.y
-        target = signals(context.target, labels, self.augment)
-        shadows = np.stack([signals(view, labels, self.augment) for view in context.shadows])
+        if "hflip" in self.augment and not context.hflip_preserves_label:
+            raise OptionError("mirrored queries change labels in this dataset; use augment=none")
+        target = signals(context.target, self.augment)
+        shadows = np.stack([signals(view, self.augment) for view in context.shadows])
         global_variance = (
             len(context.shadows) < GLOBAL_VARIANCE_BELOW
             if self.global_variance is None
