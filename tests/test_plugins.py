@@ -152,6 +152,7 @@ def test_unknown_names_suggest_the_closest():
 
 
 def test_disable_plugins_by_name_and_all(monkeypatch):
+    monkeypatch.delenv("PRIVBENCH_PLUGINS", raising=False)
     monkeypatch.setenv("PRIVBENCH_DISABLE_PLUGINS", "loss-attacks")
     registry = Registry.from_environment()
     assert registry.plugins["loss-attacks"].status == "disabled"
