@@ -11,9 +11,11 @@ from scipy.stats import laplace, norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from privbench.theory import (
+    curvature_distinguishability_bound,
     dp_advantage_bound,
     dp_auc_bound,
     dp_tpr_bound,
+    fit_curvature_distinguishability,
     mean_curvature_bound,
     memorization_bound,
     memorization_curvature_bound,
@@ -278,3 +280,53 @@ def test_unknown_constants_have_no_defaults() -> None:
         stability_bound(1.0)  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         memorization_bound(1.0)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------ Curvature Clues (NeurIPS 2024)
+
+CLUES = dict(m=100, loss_bound=0.01, offset=0.2, scale=0.5)
+
+
+def test_curvature_distinguishability_by_hand() -> None:
+    # 0.5 * (0.01 * 100 * (1 - 1/2) + 0.01 + 0.2)^2 = 0.5 * 0.71^2
+    assert curvature_distinguishability_bound(LN2, **CLUES) == pytest.approx(0.5 * 0.71**2)
+    # eps = 0: no privacy loss leaves only the constant, (L + offset)^2 scale.
+    assert curvature_distinguishability_bound(0.0, **CLUES) == pytest.approx(0.5 * 0.21**2)
+
+
+def test_curvature_distinguishability_grows_with_epsilon_and_m_and_saturates() -> None:
+    eps = np.linspace(0, 50, 501)
+    values = curvature_distinguishability_bound(eps, **CLUES)
+    assert (np.diff(values[:200]) > 0).all()  # strictly, until float saturation
+    assert (np.diff(values) >= 0).all()
+    # Saturation: 1 - e^-eps -> 1, so the last 40 epsilons add almost nothing.
+    limit = 0.5 * (0.01 * 100 + 0.01 + 0.2) ** 2
+    assert values[-1] == pytest.approx(limit, rel=1e-9)
+    assert values[100] > 0.99 * limit
+    m = np.arange(2, 500)
+    assert (np.diff(curvature_distinguishability_bound(1.0, **{**CLUES, "m": m})) > 0).all()
+
+
+def test_fit_recovers_the_constants_and_bounds_every_point() -> None:
+    eps = np.array([1.0, 2, 3, 4, 5, 10, 15, 25, 50])
+    truth = curvature_distinguishability_bound(eps, m=200, loss_bound=1.0, offset=30.0,
+                                               scale=2e-6)  # fmt: skip
+    fit = fit_curvature_distinguishability(eps, truth, m=200)
+    assert fit.offset == pytest.approx(30.0, rel=1e-3)
+    assert fit.scale == pytest.approx(2e-6, rel=1e-3)
+    assert fit.margin == pytest.approx(0.0, abs=1e-9)
+    noisy = truth + np.random.default_rng(0).normal(0, 0.01, eps.size)
+    fit = fit_curvature_distinguishability(eps, noisy, m=200)
+    assert (fit(eps) >= noisy - 1e-12).all()
+    assert fit.margin > 0
+
+
+def test_curvature_bound_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        curvature_distinguishability_bound(1.0, **{**CLUES, "scale": 0.0})
+    with pytest.raises(ValueError, match="three distinct epsilons"):
+        fit_curvature_distinguishability([1.0, 1.0, 2.0], [0.6, 0.6, 0.7], m=100)
+    with pytest.raises(ValueError, match="measured values"):
+        fit_curvature_distinguishability([1.0, 2.0, 3.0], [0.6, 0.7], m=100)
+    with pytest.raises(TypeError):
+        curvature_distinguishability_bound(1.0, m=10)  # type: ignore[call-arg]
