@@ -329,6 +329,31 @@ def test_paired_masks_are_complementary_bernoulli_halves():
     assert 400 < masks[0].sum() < 600
 
 
+def test_paired_shadows_carry_no_membership_of_their_target():
+    """With paired masks the target's partner knows its membership exactly; it is no shadow."""
+    from sklearn.metrics import roc_auc_score
+
+    masks = splits.keep_masks(4000, 8, seed=0, paired=True)
+    for target in range(8):
+        others = splits.shadow_indices(8, target, paired=True)
+        assert len(others) == 6 and target not in others and target ^ 1 not in others
+        in_count = masks[others].sum(0)  # how many shadows trained on each sample
+        assert abs(roc_auc_score(masks[target], in_count) - 0.5) < 0.03
+    # The leak this prevents: with every other model as shadow, the count reveals membership.
+    leaky = masks[[k for k in range(8) if k != 0]].sum(0)
+    assert roc_auc_score(masks[0], leaky) < 0.1
+    assert splits.shadow_indices(5, 4, paired=True) == [0, 1, 2, 3]  # no partner in the pool
+    assert splits.shadow_count(4, paired=True) == 2 and splits.shadow_count(4) == 3
+
+
+def test_paired_pools_need_one_more_shadow(registry):
+    reg = Registry.from_environment()
+    reg.load_module(_cheating_plugin())
+    with pytest.raises(OptionError, match=r"use --shadows 3 or more \(with --paired"):
+        Audit.prepare(_spec(shadows=2, paired=True, attacks=(PluginChoice("white-box"),)), reg)
+    Audit.prepare(_spec(shadows=3, paired=True, attacks=(PluginChoice("white-box"),)), reg)
+
+
 def test_per_target_metrics_are_summarised(tmp_path, registry):
     result = Audit.prepare(_spec(shadows=2, paired=True), registry).run(Workspace(tmp_path))
     loss = result.record["attacks"][0]

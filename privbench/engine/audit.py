@@ -164,10 +164,14 @@ class Audit:
         for choice in spec.attacks:
             component = registry.get("attack", choice.name)
             attack = registry.create("attack", choice.name, choice.options)
-            if attack.min_shadows > spec.shadows:
+            available = splits.shadow_count(spec.pool_size, paired=spec.paired)
+            if attack.min_shadows > available:
+                # With paired masks a target's partner is not its shadow: one more is needed.
+                needed = attack.min_shadows + spec.shadows - available
+                why = " (with --paired a target's partner is not its shadow)" if spec.paired else ""
                 raise OptionError(
                     f"attack '{choice.name}' needs at least {attack.min_shadows} shadow models; "
-                    f"use --shadows {attack.min_shadows} or more"
+                    f"use --shadows {needed} or more{why}"
                 )
             self.attacks.append((component, attack))
         if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
@@ -382,7 +386,7 @@ class Audit:
             attack_started = time.perf_counter()
             scores, truth = [], []
             for t in targets:
-                others = [k for k in range(spec.pool_size) if k != t]
+                others = splits.shadow_indices(spec.pool_size, t, paired=spec.paired)
                 context = AttackContext(
                     target=self.view(workspace, models[t], keys[t], population, attack.access),
                     shadows=[

@@ -41,6 +41,21 @@ def keep_masks(
     return np.stack([make(population_size, k, seed) for k in range(num_models)])
 
 
+def shadow_indices(pool_size: int, target: int, *, paired: bool = False) -> list[int]:
+    """The models that serve as *target*'s shadows: every other model of the pool, except, with
+    paired masks, the target's partner. Its mask is the complement of the target's, so keeping it
+    would hand the attacker the target's membership through ``shadow_keep`` (and, more subtly,
+    make the number of IN shadows of a sample depend on the target's membership). Without the
+    partner, the remaining pairs are independent of the target's mask."""
+    partner = target ^ 1 if paired else -1
+    return [k for k in range(pool_size) if k not in (target, partner)]
+
+
+def shadow_count(pool_size: int, *, paired: bool = False) -> int:
+    """The fewest shadows any target of the pool gets (see :func:`shadow_indices`)."""
+    return min(len(shadow_indices(pool_size, t, paired=paired)) for t in range(pool_size))
+
+
 def population_indices(available: int, size: int | None, seed: int) -> np.ndarray:
     """Indices of the population within a dataset's train split: all of it, or a seeded subset."""
     if size is None or size >= available:
