@@ -272,11 +272,14 @@ def fit_curvature_distinguishability(
 ) -> CurvatureBoundFit:
     """Fit :func:`curvature_distinguishability_bound` to a *measured* distinguishability (e.g.
     the curvature attack's AUROC) at several *epsilons*, for training-set size *m*, by least
-    squares (``scipy.optimize.curve_fit``, as the official notebook does), then lift the curve by
-    the largest residual so it bounds every point. Needs at least three distinct epsilons.
-    """
-    from scipy.optimize import curve_fit
+    squares (the official notebook uses ``scipy.optimize.curve_fit``), then lift the curve by the
+    largest residual so it bounds every point. Needs at least three distinct epsilons.
 
+    With ``L = 1`` the curve is ``a (s + b)^2`` in the saturation ``s = 1 - e^-eps``, with
+    ``a = scale m^2`` and ``b = (1 + offset) / m``. ``b >= 0`` (a bound that does not fall as
+    epsilon grows); for each ``b`` on a fine logarithmic grid the best ``a >= 0`` is linear least
+    squares, so the fit cannot fail to converge, even on a flat or falling sweep.
+    """
     eps = _finite("epsilons", _epsilon(epsilons)).ravel()
     values = _finite("measured", _array("measured", measured)).ravel()
     if eps.shape != values.shape:
@@ -285,20 +288,27 @@ def fit_curvature_distinguishability(
         raise ValueError("fitting the curvature bound needs at least three distinct epsilons")
     m_value = int(_sample_size(m))
     saturation = -np.expm1(-eps)
+    from scipy.optimize import minimize_scalar
 
-    # scale (m (1 - e^-eps) + 1 + offset)^2 = a (saturation + b)^2 with a = scale m^2 and
-    # b = (1 + offset) / m: the identifiable form, fitted with a >= 0.
-    def model(u: np.ndarray, a: float, b: float) -> np.ndarray:
-        return a * (u + b) ** 2
+    def best_scale(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        basis = (saturation[None, :] + b[:, None]) ** 2
+        a = np.maximum((basis @ values) / np.einsum("ij,ij->i", basis, basis), 0.0)
+        return a, ((a[:, None] * basis - values[None, :]) ** 2).sum(1)
 
-    start_b = 1.0
-    start_a = max(float(values.mean()), 1e-6) / (saturation.mean() + start_b) ** 2
-    (a, b), _ = curve_fit(
-        model, saturation, values, p0=(start_a, start_b), bounds=([1e-12, -np.inf], np.inf)
+    grid = np.concatenate([[0.0], np.logspace(-4, 6, 2001)])
+    best = int(np.argmin(best_scale(grid)[1]))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
+    refined = minimize_scalar(
+        lambda b: float(best_scale(np.array([b]))[1][0]),
+        bounds=(low, high),
+        method="bounded",
+        options={"xatol": 1e-12 * max(high, 1e-12)},
     )
-    margin = max(0.0, float(np.max(values - model(saturation, a, b))))
+    b = float(refined.x) if refined.fun <= best_scale(grid[[best]])[1][0] else float(grid[best])
+    a = float(best_scale(np.array([b]))[0][0])
+    margin = max(0.0, float(np.max(values - a * (saturation + b) ** 2)))
     return CurvatureBoundFit(
-        m=m_value, offset=float(b * m_value - 1.0), scale=float(a / m_value**2), margin=margin
+        m=m_value, offset=b * m_value - 1.0, scale=max(a, 1e-300) / m_value**2, margin=margin
     )
 
 

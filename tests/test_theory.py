@@ -330,3 +330,12 @@ def test_curvature_bound_arguments_are_checked() -> None:
         fit_curvature_distinguishability([1.0, 2.0, 3.0], [0.6, 0.7], m=100)
     with pytest.raises(TypeError):
         curvature_distinguishability_bound(1.0, m=10)  # type: ignore[call-arg]
+
+
+def test_fit_survives_flat_and_falling_sweeps() -> None:
+    """A measured sweep need not rise (chance-level attacks): the fit still returns a bound."""
+    eps = np.array([1.0, 4.0, 16.0])
+    for measured in ([0.678, 0.660, 0.649], [0.5, 0.5, 0.5]):
+        fit = fit_curvature_distinguishability(eps, measured, m=100)
+        assert (fit(eps) >= np.array(measured) - 1e-12).all()
+        assert np.diff(fit(np.linspace(1, 50, 50))).min() >= 0
