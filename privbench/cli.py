@@ -52,29 +52,33 @@ def workspace_path(value: Path | None) -> Path:
     return value or Path(os.environ.get("PRIVBENCH_WORKSPACE") or DEFAULT_WORKSPACE)
 
 
-def attack_options(attacks: Sequence[str], items: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``--attack-opt`` values per attack: ``name.key=value`` targets one attack, a bare
-    ``key=value`` every attack that has the option (an error if none has it)."""
+def per_plugin_options(
+    kind: str, names: Sequence[str], items: Sequence[str], *, flag: str
+) -> dict[str, dict[str, str]]:
+    """``--attack-opt``/``--scorer-opt`` values per plugin: ``name.key=value`` targets one, a
+    bare ``key=value`` every given plugin that has the option (an error if none has it)."""
     registry = get_registry()
-    per_attack: dict[str, dict[str, str]] = {name: {} for name in attacks}
-    for key, value in parse_assignments(items, flag="--attack-opt").items():
+    per_plugin: dict[str, dict[str, str]] = {name: {} for name in names}
+    for key, value in parse_assignments(items, flag=flag).items():
         prefix, dot, option = key.partition(".")
-        if dot and prefix in per_attack:
-            per_attack[prefix][option] = value
+        if dot and prefix in per_plugin:
+            per_plugin[prefix][option] = value
             continue
         if dot:
-            raise OptionError(f"--attack-opt {key}: '{prefix}' is not one of the attacks given")
+            raise OptionError(f"{flag} {key}: '{prefix}' is not one of the {kind}s given")
         takers = [
             name
-            for name in attacks
-            if key in {row[0] for row in describe_options(registry.get("attack", name).cls)}
+            for name in names
+            if key in {row[0] for row in describe_options(registry.get(kind, name).cls)}
         ]
         if not takers:
-            # Let the first attack's validation produce the did-you-mean message.
-            takers = list(attacks[:1])
+            if not names:
+                raise OptionError(f"{flag} {key}: no {kind} given")
+            # Let the first plugin's validation produce the did-you-mean message.
+            takers = list(names[:1])
         for name in takers:
-            per_attack[name][key] = value
-    return per_attack
+            per_plugin[name][key] = value
+    return per_plugin
 
 
 def format_metric(value: Any) -> str:
@@ -160,9 +164,33 @@ def memorization_line(summary: dict[str, Any]) -> str:
     return line
 
 
+def scorers_table(record: dict[str, Any]) -> Table:
+    """Each reported scorer's median for members and non-members of the targets."""
+    table = Table(
+        title="scorers on the target models: median over members and non-members",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("scorer", "members", "non-members", "membership AUC", "access"):
+        table.add_column(column, justify="left" if column in ("scorer", "access") else "right")
+    for name, summary in record["scorers"].items():
+        table.add_row(
+            name,
+            f"{summary['members']['median']:.4g}",
+            f"{summary['non_members']['median']:.4g}",
+            format_metric(summary["membership_auc"]),
+            summary["access"],
+        )
+    return table
+
+
 def print_record(record: dict[str, Any], run_dir: Path) -> None:
-    """A run's table, its bound and memorization lines, and where its files are."""
+    """A run's table, its bound, scorer and memorization lines, and where its files are."""
     console.print(results_table(record))
+    if record.get("scorers"):
+        console.print(scorers_table(record))
+        for name in record["scorers"]:
+            console.print(f"{name}: {run_dir / f'scores-{name}.csv'}")
     if "dp_bound" in record:
         console.print(dp_bound_line(record["dp_bound"]))
     if "memorization" in record:
@@ -218,6 +246,15 @@ def build_app(registry: Registry) -> typer.Typer:
         dataset: str = typer.Option("digits", "--dataset", help="Dataset."),
         attack_opt: list[str] = typer.Option(
             [], "--attack-opt", help="key=value (or attack.key=value with several attacks)."
+        ),
+        scorer: list[str] = typer.Option(
+            [],
+            "--scorer",
+            "-s",
+            help="Also report a scorer on the targets (members vs non-members); repeatable.",
+        ),
+        scorer_opt: list[str] = typer.Option(
+            [], "--scorer-opt", help="key=value (or scorer.key=value with several scorers)."
         ),
         defense_opt: list[str] = typer.Option([], "--defense-opt", help="key=value"),
         model_opt: list[str] = typer.Option([], "--model-opt", help="key=value"),
@@ -286,12 +323,14 @@ def build_app(registry: Registry) -> typer.Typer:
             },
             what="the training recipe",
         )
-        per_attack = attack_options(attack, attack_opt)
+        per_attack = per_plugin_options("attack", attack, attack_opt, flag="--attack-opt")
+        per_scorer = per_plugin_options("scorer", scorer, scorer_opt, flag="--scorer-opt")
         choices = {
             "dataset": PluginChoice(dataset, parse_assignments(dataset_opt, flag="--dataset-opt")),
             "model": PluginChoice(model, parse_assignments(model_opt, flag="--model-opt")),
             "defense": PluginChoice(defense, parse_assignments(defense_opt, flag="--defense-opt")),
             "attacks": tuple(PluginChoice(name, per_attack[name]) for name in attack),
+            "scorers": tuple(PluginChoice(name, per_scorer[name]) for name in scorer),
         }
         try:
             spec = AuditSpec(

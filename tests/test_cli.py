@@ -33,6 +33,8 @@ def test_run_loss_attack_on_an_overfit_digits_model(tmp_path, capsys):
         "loss",
         "--attack",
         "confidence",
+        "--scorer",
+        "loss",
         "--shadows",
         "1",
         "--population",
@@ -55,6 +57,14 @@ def test_run_loss_attack_on_an_overfit_digits_model(tmp_path, capsys):
         metrics["loss"]["n_members"] + metrics["loss"]["n_nonmembers"]
         == 2 * record["spec"]["population"]
     )
+
+    # The scorer's report: members of an overfit model have lower loss; every value in a CSV.
+    loss = record["scorers"]["loss"]
+    assert loss["members"]["median"] < loss["non_members"]["median"]
+    assert loss["membership_auc"] < 0.45
+    assert "scorers on the target models" in out
+    rows = (run_dir / "scores-loss.csv").read_text().splitlines()
+    assert rows[0] == "index,label,target,member,value" and len(rows) == 1 + 2 * 300
 
     code, out, _ = run_cli(capsys, "runs", "--workspace", ws)
     assert code == 0 and record["run_id"] in out
@@ -87,6 +97,9 @@ def test_strict_turns_a_failed_plugin_into_an_error(capsys, monkeypatch):
             "did you mean 'temperature'",
         ),
         (["run", "--epochs", "0"], "'epochs' must be >= 1"),
+        (["run", "--scorer", "curvatur"], "did you mean 'curvature'"),
+        (["run", "--scorer-opt", "method=exact"], "--scorer-opt method: no scorer given"),
+        (["run", "--scorer", "loss", "--scorer", "loss"], "scorer 'loss' is given twice"),
         (["run", "--model", "small-cnn", "--model-opt", "width"], "--model-opt expects key=value"),
         (["show", "nope"], "no results database"),
     ],

@@ -79,6 +79,9 @@ class AuditSpec:
     """Population size drawn from the dataset's train split (all of it by default)."""
     memorization: bool = False
     """Also estimate each sample's memorization from the pool (``memorization.csv``)."""
+    scorers: tuple[PluginChoice, ...] = ()
+    """Scorer plugins to report on the target models: summaries for members and non-members,
+    and every value in ``scores-<name>.csv``."""
     paired: bool = False
     """Curvature Clues' masks: Bernoulli(0.5) keep-masks in complementary pairs (each sample is
     in exactly half the models) instead of exact random halves."""
@@ -174,6 +177,13 @@ class Audit:
                     f"use --shadows {needed} or more{why}"
                 )
             self.attacks.append((component, attack))
+        names = [choice.name for choice in spec.scorers]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise OptionError(f"scorer '{duplicated[0]}' is given twice")
+        self.scorers = [
+            registry.create("scorer", choice.name, choice.options) for choice in spec.scorers
+        ]
         if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
             raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
         self.device = resolve_device(spec.device)
@@ -376,6 +386,13 @@ class Audit:
                 workspace, models, keys, population, masks, indices
             )
 
+        for choice, scorer in zip(spec.scorers, self.scorers, strict=True):
+            summary, table = self.scores(
+                workspace, models, keys, population, masks, indices, targets, choice, scorer
+            )
+            analyses.setdefault("scorers", {})[choice.name] = summary
+            tables[f"scores-{choice.name}.csv"] = table
+
         results = []
         attack_task = (
             progress.add_task("attacks", total=len(self.attacks) * len(targets))
@@ -488,6 +505,56 @@ class Audit:
                 f"{estimate.accuracy_out[i]:.6g},{estimate.n_in[i]},{estimate.n_out[i]},"
                 f"{curvature[i]:.6g}"
             )
+        return summary, "\n".join(lines) + "\n"
+
+    def scores(
+        self,
+        workspace: Workspace,
+        models: Sequence[Model],
+        keys: Sequence[str],
+        population: TensorData,
+        masks: np.ndarray,
+        indices: np.ndarray,
+        targets: Sequence[int],
+        choice: PluginChoice,
+        scorer: Any,
+    ) -> tuple[dict[str, Any], str]:
+        """A scorer on every target model: its values (mean over query augmentations) summarised
+        for members and non-members, with the AUC of the value as a membership score (0.5: the
+        statistic does not separate them; below 0.5: members score lower)."""
+        from sklearn.metrics import roc_auc_score
+
+        values, member = [], []
+        lines = ["index,label,target,member,value"]
+        for t in targets:
+            view = self.view(workspace, models[t], keys[t], population, scorer.access)
+            raw = view.population_scores(choice.name, **dict(choice.options)).double()
+            value = (raw.mean(1) if raw.ndim == 2 else raw).numpy()
+            values.append(value)
+            member.append(masks[t])
+            lines.extend(
+                f"{indices[i]},{int(population.y[i])},{t},{int(masks[t][i])},{value[i]:.6g}"
+                for i in range(len(population))
+            )
+        value, member = np.concatenate(values), np.concatenate(member)
+
+        def stats(part: np.ndarray) -> dict[str, float]:
+            finite = part[np.isfinite(part)]
+            if finite.size == 0:
+                return {"mean": float("nan"), "median": float("nan")}
+            return {"mean": float(finite.mean()), "median": float(np.median(finite))}
+
+        finite = np.isfinite(value)
+        separable = finite.any() and 0 < member[finite].sum() < finite.sum()
+        summary = {
+            "options": config_dict(scorer),
+            "access": scorer.access.label,
+            "members": stats(value[member]),
+            "non_members": stats(value[~member]),
+            "membership_auc": (
+                float(roc_auc_score(member[finite], value[finite])) if separable else float("nan")
+            ),
+        }
         return summary, "\n".join(lines) + "\n"
 
     def utility(
