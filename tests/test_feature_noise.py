@@ -203,3 +203,37 @@ def test_more_noise_means_less_leakage_and_less_accuracy(tmp_path, registry):
     accuracy = [results[s][1]["test_accuracy"] for s in (0.0, 1.0, 2.0)]
     assert aucs[0] > aucs[1] > aucs[2]
     assert accuracy[0] > accuracy[1] > accuracy[2]
+
+
+def test_noise_on_the_pre_pooling_map(registry):
+    """layer=pre-pooling: the RMS, the noise and the hcr bound all concern forward_features."""
+    digits = registry.create("dataset", "digits").load(None)
+    torch.manual_seed(0)
+    net = registry.create("model", "small-cnn", {"width": 8}).create(digits.input_shape, 10)
+    defense = FeatureNoise(scale=1.0, layer="pre-pooling")
+    model = defense.prepare_model(Model(net, digits.mean, digits.std))
+    data = digits.train.subset(np.arange(64))
+    trainer = StandardTrainer(TrainingRecipe(epochs=1), seed=0, device=torch.device("cpu"))
+    meta = defense.fit(model, data, trainer)
+    model.eval()
+    with torch.no_grad():
+        feature_map = net.forward_features(model.normalize(data.x))
+        assert feature_map.ndim == 4  # a map, not pooled features
+        assert meta["feature_rms"] == pytest.approx(float(feature_map.square().mean().sqrt()))
+        released = defense.release(model)
+        assert torch.equal(released.features(data.x), feature_map)
+        quiet = FeatureNoise(scale=0.0, layer="pre-pooling").release(model)
+        assert torch.allclose(quiet(data.x), model(data.x), atol=1e-5)
+        # Noise on the map before pooling is averaged down by the pool: the logits move less
+        # than with the same relative noise on the pooled features.
+        moved_map = (released(data.x) - model(data.x)).abs().mean()
+        # (the released models share the feature_rms buffer: measure the map's first)
+        model.feature_rms.fill_(float(model.features(data.x).square().mean().sqrt()))
+        pooled = FeatureNoise(scale=1.0).release(model)
+        moved_pooled = (pooled(data.x) - model(data.x)).abs().mean()
+        model.feature_rms.fill_(meta["feature_rms"])
+    assert 0 < moved_map < moved_pooled
+    values = HCR(draws=2, passes=1, iterations=10, coefficients=2).score(
+        ModelView(released, Access.PARAMETERS), data.x[:3], data.y[:3]
+    )
+    assert values.shape == (3,) and torch.isfinite(values).all() and (values > 0).all()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -30,14 +30,27 @@ import torch
 from privbench import Defense, Model, TensorData, Trainer, hookimpl
 
 
+Layer = Literal["pre-logits", "pre-pooling"]
+
+
+def released_map(model: Model, x: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """The clean representation that gets the noise: timm's pre-logits (after global pooling)
+    or the pre-pooling feature map (``forward_features``, the paper's other choice)."""
+    if layer == "pre-pooling":
+        return model.net.forward_features(model.normalize(x))
+    return Model.features(model, x)
+
+
 @torch.no_grad()
-def feature_rms(model: Model, x: torch.Tensor, batch_size: int = 512) -> float:
+def feature_rms(
+    model: Model, x: torch.Tensor, batch_size: int = 512, layer: Layer = "pre-logits"
+) -> float:
     """``sqrt(mean(a(x)^2))`` over every entry (the official code's ``variance`` before the
     square root), in eval mode, batched on the model's device."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, x.shape[0], batch_size):
-        f = model.features(x[start : start + batch_size].to(device)).double()
+        f = released_map(model, x[start : start + batch_size].to(device), layer).double()
         total += float(f.square().sum())
         count += f.numel()
     return (total / max(count, 1)) ** 0.5
@@ -55,8 +68,9 @@ class NoisyFeatureModel(Model):
     input get independent noise, as the paper's dithering does.
     """
 
-    def __init__(self, inner: Model, scale: float, seed: int) -> None:
+    def __init__(self, inner: Model, scale: float, seed: int, layer: Layer = "pre-logits") -> None:
         super().__init__(inner.net, [0.0], [1.0])
+        self.layer: Layer = layer
         self.mean = inner.mean  # shared tensors: same device, same values, same keys
         self.std = inner.std
         self.register_buffer("feature_rms", inner.feature_rms)
@@ -79,6 +93,15 @@ class NoisyFeatureModel(Model):
             self._generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "little"))
         noise = torch.randn(f.shape, generator=self._generator, dtype=torch.float64)
         return (self.noise_std * noise).to(f)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The clean released map ``a(x)`` at the noised layer (pre-logits by default)."""
+        return released_map(self, x, self.layer)
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        if self.layer == "pre-pooling":
+            return self.net.forward_head(features)
+        return super().classify_features(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
@@ -104,6 +127,12 @@ class FeatureNoise(Defense):
     official code's ``sigma_scale``: 1 on MNIST, 5 on CIFAR-10, 2-3 on ImageNet)."""
     seed: int = 0
     """Seed of the noise generator (mixed with each model's RMS)."""
+    layer: Layer = attrs.field(
+        default="pre-logits", validator=attrs.validators.in_(("pre-logits", "pre-pooling"))
+    )
+    """Where the noise goes: the penultimate features after global pooling (timm's pre-logits,
+    the paper's default) or the feature map before pooling (the paper's other setting; the
+    ``hcr`` scorer then bounds reconstruction from that map)."""
 
     def prepare_model(self, model: Model) -> Model:
         """Add the ``feature_rms`` buffer, so it is stored and loaded with the weights."""
@@ -115,7 +144,7 @@ class FeatureNoise(Defense):
         meta = dict(trainer.fit(model, data))
         was_training = model.training
         model.eval()
-        rms = feature_rms(model, data.x)
+        rms = feature_rms(model, data.x, layer=self.layer)
         model.train(was_training)
         model.feature_rms.fill_(rms)
         meta.update(feature_rms=rms, noise_std=self.scale * rms)
@@ -123,7 +152,7 @@ class FeatureNoise(Defense):
 
     def release(self, model: Model) -> Model:
         self.prepare_model(model)  # a model not prepared here still gets the buffer
-        return NoisyFeatureModel(model, self.scale, self.seed)
+        return NoisyFeatureModel(model, self.scale, self.seed, self.layer)
 
 
 @hookimpl
