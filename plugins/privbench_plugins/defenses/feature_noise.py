@@ -29,7 +29,6 @@ import torch
 
 from privbench import Defense, Model, TensorData, Trainer, hookimpl
 
-
 Layer = Literal["pre-logits", "pre-pooling"]
 
 
