@@ -171,6 +171,10 @@ def test_hcr_reads_sigma_from_a_feature_noise_model():
     with torch.no_grad():
         expected = 1.5 * (c @ torch.linalg.pinv(weight.T @ weight) @ c).sqrt()
     assert values.numpy() == pytest.approx(np.full(4, expected.item()), rel=0.01)
+    # Without a scale of its own the scorer takes the released model's: scale 2 doubles sigma.
+    louder = FeatureNoise(scale=2.0).release(model)
+    default = HCR(method="optimal").score(ModelView(louder, Access.PARAMETERS), x, None)
+    assert default.numpy() == pytest.approx(4 * values.numpy(), rel=0.01)
 
 
 @pytest.mark.slow

@@ -47,7 +47,7 @@ Choices, and where they differ from the official code:
   each solve (scipy's default cap is ``2n``; the paper stops at a 2% residual).
 - The random direction of a draw is shared by every sample of the batch (as the ``curvature``
   scorer shares probes), again so that a value does not depend on the batch.
-- ``sigma = scale * RMS`` as in the defense. The RMS is the model's ``feature_rms`` buffer when
+- ``sigma = scale * RMS`` as in the defense (by default the defense's own ``scale``). The RMS is the model's ``feature_rms`` buffer when
   it has one (a ``feature-noise`` model: the RMS over its training data); otherwise that of the
   sample's own features, since a batch RMS would make a value depend on its batch.
 - ``expm1`` instead of ``exp(.) - 1``, exact at small steps.
@@ -170,8 +170,11 @@ class HCR:
     )
     access: ClassVar[Access] = Access.PARAMETERS
 
-    scale: float = attrs.field(default=0.5, validator=attrs.validators.gt(0))
-    """sigma as a multiple of the features' RMS (the ``feature-noise`` defense's ``scale``)."""
+    scale: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    """sigma as a multiple of the features' RMS; None: the scale of the ``feature-noise``
+    defense the model was released with (0.5 for a model without it)."""
     method: Literal["draws", "optimal"] = "draws"
     """``draws``: the paper's random starts; ``optimal``: the best direction per coefficient."""
     draws: int = attrs.field(default=8, validator=attrs.validators.ge(1))
@@ -189,10 +192,14 @@ class HCR:
     """Seed of the random starts (same seed, same directions on every model)."""
 
     def sigma(self, model: Model, f0: torch.Tensor) -> torch.Tensor:
+        scale = self.scale
+        if scale is None:
+            released = getattr(model, "scale", None)
+            scale = float(released) if isinstance(released, float | int) and released > 0 else 0.5
         rms = getattr(model, "feature_rms", None)
         if isinstance(rms, torch.Tensor) and float(rms) > 0:
-            return self.scale * rms.to(f0).expand(f0.shape[0])
-        return self.scale * f0.square().mean(1).sqrt()
+            return scale * rms.to(f0).expand(f0.shape[0])
+        return scale * f0.square().mean(1).sqrt()
 
     def score(self, model: ModelView, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         net = model.model
