@@ -47,9 +47,10 @@ Choices, and where they differ from the official code:
   each solve (scipy's default cap is ``2n``; the paper stops at a 2% residual).
 - The random direction of a draw is shared by every sample of the batch (as the ``curvature``
   scorer shares probes), again so that a value does not depend on the batch.
-- ``sigma = scale * RMS`` as in the defense (by default the defense's own ``scale``). The RMS is the model's ``feature_rms`` buffer when
-  it has one (a ``feature-noise`` model: the RMS over its training data); otherwise that of the
-  sample's own features, since a batch RMS would make a value depend on its batch.
+- ``sigma = scale * RMS`` as in the defense (by default the defense's own ``scale``). The RMS is
+  the model's ``feature_rms`` buffer when it has one (a ``feature-noise`` model: the RMS over its
+  training data); otherwise that of the sample's own features, since a batch RMS would make a
+  value depend on its batch.
 - ``expm1`` instead of ``exp(.) - 1``, exact at small steps.
 - Needs ``parameters`` access: the Jacobian of the features, not of the loss, so neither loss
   queries nor input gradients suffice.
