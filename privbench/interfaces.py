@@ -192,6 +192,10 @@ class Trainer(Protocol):
     recipe: TrainingRecipe
     device: torch.device
     seed: int
+    reference: TensorData | None
+    """Public data from the same distribution that no model of the audit trains on and no attack
+    scores (the train split outside the population), for defenses that learn from unlabelled
+    reference data such as DMP's distillation; None when the population is the whole split."""
 
     def fit(self, model: Model, data: TensorData) -> dict[str, Any]:
         """Train ``model`` in place on ``data``; returns metadata (e.g. final train loss)."""

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from privbench import Access, AccessDeniedError, Model, OptionError, TrainingRecipe, hookimpl
+from privbench import (
+    Access,
+    AccessDeniedError,
+    Defense,
+    Model,
+    OptionError,
+    TrainingRecipe,
+    hookimpl,
+)
 from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace, splits
 from privbench.engine.training import StandardTrainer, random_crop
 from privbench.plugins import Registry
@@ -391,3 +399,34 @@ def test_memorization_is_high_for_mislabeled_samples(tmp_path, registry):
     ratio = np.nanmedian(curvature[mislabeled]) / np.nanmedian(curvature[~mislabeled])
     assert ratio > 3, ratio
     assert result.record["memorization"]["spearman_curvature"] > 0.15
+
+
+def test_defenses_get_the_train_split_outside_the_population_as_reference(tmp_path):
+    """Reference data (DMP's public set) is disjoint from everything the audit trains or scores."""
+
+    @attrs.frozen
+    class Peek(Defense):
+        name: ClassVar[str] = "peek"
+        description: ClassVar[str] = "records the reference data it is given"
+
+        def fit(self, model, data, trainer):
+            meta = trainer.fit(model, data)
+            rows = {tuple(r) for r in trainer.reference.x.flatten(1).tolist()}
+            overlap = sum(tuple(r) in rows for r in data.x.flatten(1).tolist())
+            return {**meta, "reference": len(trainer.reference), "overlap": overlap}
+
+    module = types.ModuleType("peek_plugin")
+
+    @hookimpl
+    def register_defenses(register):
+        register(Peek)
+
+    module.register_defenses = register_defenses
+    registry = Registry.from_environment()
+    registry.load_module(module)
+    spec = _spec(defense=PluginChoice("peek"), shadows=0, attacks=(PluginChoice("loss"),))
+    result = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    meta = result.record["training"]["target_meta"]
+    train_size = len(registry.create("dataset", "digits").load(None).train)
+    assert meta["reference"] == train_size - 400
+    assert meta["overlap"] == 0

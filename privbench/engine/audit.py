@@ -275,8 +275,11 @@ class Audit:
         population: TensorData,
         masks: np.ndarray,
         progress: Progress | None,
+        *,
+        reference: TensorData | None = None,
     ) -> tuple[list[Model], list[str], list[dict[str, Any]], int]:
-        """Train (or load) every model of the pool; returns models, keys, metadata, #trained."""
+        """Train (or load) every model of the pool; returns models, keys, metadata, #trained.
+        *reference* (the train split outside the population) is handed to the defense."""
         models, keys, metas, trained = [], [], [], 0
         pool_task = progress.add_task("models", total=len(masks)) if progress else None
         for index, keep in enumerate(masks):
@@ -300,6 +303,7 @@ class Audit:
                     seed=splits.model_seed(self.spec.seed, index),
                     device=self.device,
                     on_epoch=on_epoch,
+                    reference=reference,
                 )
                 started = time.perf_counter()
                 meta = dict(
@@ -372,8 +376,10 @@ class Audit:
         self.check_model(dataset)
         workspace.create()  # only once the audit can start: bad input leaves no folders behind
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
+        outside = np.setdiff1d(np.arange(len(dataset.train)), indices)
+        reference = dataset.train.subset(outside) if outside.size else None
         models, keys, metas, trained = self.train_pool(
-            workspace, dataset, population, masks, progress
+            workspace, dataset, population, masks, progress, reference=reference
         )
         training_seconds = time.perf_counter() - started
 

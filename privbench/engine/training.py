@@ -62,11 +62,13 @@ class StandardTrainer:
         seed: int,
         device: torch.device,
         on_epoch: EpochCallback | None = None,
+        reference: TensorData | None = None,
     ) -> None:
         self.recipe = recipe
         self.seed = seed
         self.device = device
         self.on_epoch = on_epoch
+        self.reference = reference
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         r = self.recipe
