@@ -108,6 +108,10 @@ class DPSGD(Defense):
             # Expected here: seeded (not secure) noise, and opacus' hooks on the first layer.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            # The RDP accountant's largest order was optimal: its epsilon is an over-estimate
+            # (safe), and the PRV accountant's log(0) at sampling rate 1 is handled by opacus.
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus.accountants")
             return self._fit(model, data, trainer)
 
     def _fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
