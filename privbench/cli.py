@@ -151,6 +151,28 @@ def dp_bound_line(bound: dict[str, float]) -> str:
     )
 
 
+# What every trainer records about itself; the rest of a target's metadata is the defense's own
+# report (accountant epsilon, synthetic-image similarity, teacher accuracy, ...).
+_TRAINING_BOOKKEEPING = frozenset({"device", "final_train_loss", "privbench", "train_seconds"})
+
+
+def defense_line(record: dict[str, Any]) -> str | None:
+    """The defense's own measurements on the first target, or None for none to show."""
+    meta = record.get("training", {}).get("target_meta", {})
+    shown = {
+        key: value
+        for key, value in sorted(meta.items())
+        if key not in _TRAINING_BOOKKEEPING and isinstance(value, (int, float, str, bool))
+    }
+    if not shown:
+        return None
+    name = record["spec"]["defense"]["name"]
+    return f"defense {name} (first target): " + ", ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in shown.items()
+    )
+
+
 def memorization_line(summary: dict[str, Any]) -> str:
     line = (
         f"memorization over {summary['models']} models: mean {summary['mean']:.3f}, "
@@ -191,6 +213,9 @@ def print_record(record: dict[str, Any], run_dir: Path) -> None:
         console.print(scorers_table(record))
         for name in record["scorers"]:
             console.print(f"{name}: {run_dir / f'scores-{name}.csv'}")
+    line = defense_line(record)
+    if line is not None:
+        console.print(line)
     if "dp_bound" in record:
         console.print(dp_bound_line(record["dp_bound"]))
     if "memorization" in record:

@@ -91,7 +91,7 @@ def test_without_batchnorm_one_line_error(registry):
     assert "\n" not in str(info.value)
     mlp = _model(registry, (1, 8, 8), 3, name="mlp")
     trainer = StandardTrainer(TrainingRecipe(epochs=1), seed=0, device=CPU)
-    with pytest.raises(PrivbenchError, match="small-cnn with batchnorm=true"):
+    with pytest.raises(PrivbenchError, match="--model-opt batchnorm=true"):
         BNSynthesis().fit(mlp, TensorData(torch.rand(6, 1, 8, 8), torch.arange(6) % 3), trainer)
     with pytest.raises(PrivbenchError):
         BNSynthesis().prepare_model(_model(registry, (1, 8, 8), 3))  # small-cnn's default: no BN

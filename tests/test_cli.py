@@ -192,5 +192,7 @@ def test_a_dp_defense_gets_its_theoretical_bound_printed(capsys, tmp_path, monke
     expected = theoretical_maximum(2.0, 1e-5)
     assert "(ε=2, δ=1e-05)-DP allows at most" in out
     assert f"AUC {expected.auc:.4f}" in out
+    # The defense's own report, without the trainer's bookkeeping.
+    assert "defense fake-dp (first target): delta 1e-05, epsilon 2\n" in out
     code, out, _ = run_cli(capsys, "show", "latest", "-w", ws)
     assert f"TPR@1%FPR {expected.tpr_at_1_fpr:.4f}" in out

@@ -53,7 +53,7 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     if not layers:
         raise PrivbenchError(
             "defense 'bn-synthesis' needs a model with BatchNorm layers (with running "
-            "statistics); use small-cnn with batchnorm=true (mlp has none)"
+            "statistics); use --model small-cnn --model-opt batchnorm=true (mlp has none)"
         )
     return layers
 

@@ -162,7 +162,8 @@ class Distillation(Defense):
                     raise PrivbenchError(
                         "defense 'distillation': transfer=reference needs reference data (the "
                         "train split outside the population); this audit's population is the "
-                        "whole split, so use transfer=self-split or mixup"
+                        "whole split: give a smaller --population, or use transfer=self-split "
+                        "or mixup"
                     )
                 transfer_x, hard = reference.x, reference.y
                 meta["reference_size"] = len(reference)
