@@ -154,3 +154,30 @@ def test_ssim_and_psnr():
     mse = (x - y).square().flatten(1).mean(1)
     assert torch.allclose(psnr(x, y), 10 * torch.log10(1 / mse))
     assert torch.isfinite(psnr(x, x)).all() and (psnr(x, x) >= 99).all()
+
+
+def _loss_attack_auc(model: Model, members: TensorData, non_members: TensorData) -> float:
+    """Yeom et al.'s loss attack: lower loss, more likely a member."""
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    with torch.no_grad():
+        losses = [
+            torch.nn.functional.cross_entropy(model(d.x), d.y, reduction="none")
+            for d in (members, non_members)
+        ]
+    truth = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    return float(roc_auc_score(truth, -torch.cat(losses).numpy()))
+
+
+def test_the_student_leaks_less_membership_than_the_undefended_model(registry, fitted, digits):
+    members = digits.train.subset(np.arange(MEMBERS))
+    non_members = digits.test.subset(np.arange(MEMBERS))
+    undefended, students = [], []
+    for seed in SEEDS:
+        plain = _model(registry, digits.input_shape, 10, seed, batchnorm=True, width=16)
+        StandardTrainer(RECIPE, seed=seed, device=CPU).fit(plain, members)
+        undefended.append(_loss_attack_auc(plain, members, non_members))
+        students.append(_loss_attack_auc(fitted[seed][0], members, non_members))
+    assert np.mean(students) < np.mean(undefended) - 0.02, (students, undefended)
+    assert abs(np.mean(students) - 0.5) < 0.05, students  # the student never saw a member
