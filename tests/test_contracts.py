@@ -33,9 +33,10 @@ def test_model_contract(component):
 
 @pytest.mark.parametrize("component", builtin("defense"), ids=lambda c: c.name)
 def test_defense_contract(component):
-    if component.name == "bn-synthesis":
-        # It needs a BatchNorm teacher, which check_defense's tiny model lacks; its own
-        # tests cover training (tests/test_bn_synthesis.py).
+    if component.name in ("bn-synthesis", "dataset-distillation"):
+        # bn-synthesis needs a BatchNorm teacher and KIP's default support set more images per
+        # class than check_defense's tiny data holds; their own test files run check_defense on
+        # what they need (tests/test_bn_synthesis.py, tests/test_kip.py).
         testing.check_plugin_class(component.cls)
     else:
         testing.check_defense(component.cls)
