@@ -310,6 +310,12 @@ def build_app(registry: Registry) -> typer.Typer:
         augment: str = typer.Option(
             _recipe_default("augment"), "--augment", help="none, flip, crop or flip+crop"
         ),
+        loss: str = typer.Option(
+            _recipe_default("loss"), "--loss", help="training objective: cross-entropy or mse"
+        ),
+        schedule: str = typer.Option(
+            _recipe_default("schedule"), "--schedule", help="lr schedule: cosine or constant"
+        ),
         seed: int = typer.Option(0, "--seed"),
         workspace: Path | None = WorkspaceOption,
         data_root: str | None = typer.Option(
@@ -345,6 +351,8 @@ def build_app(registry: Registry) -> typer.Typer:
                 "momentum": momentum,
                 "weight_decay": weight_decay,
                 "augment": augment,
+                "loss": loss,
+                "schedule": schedule,
             },
             what="the training recipe",
         )

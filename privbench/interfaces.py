@@ -180,6 +180,17 @@ class TrainingRecipe:
         default="none", validator=attrs.validators.in_(("none", "flip", "crop", "flip+crop"))
     )
     """Standard augmentation: random horizontal flip and/or random crop with 1/8 padding."""
+    loss: str = attrs.field(
+        default="cross-entropy", validator=attrs.validators.in_(("cross-entropy", "mse"))
+    )
+    """Training objective. ``mse``: half the squared error to one-hot targets minus ``1/C``,
+    summed over classes and averaged over the batch: the kernel-regime setting of Loo et al.
+    (ICLR 2024) in which reconstruction attacks are studied. Attacks still query cross-entropy."""
+    schedule: str = attrs.field(
+        default="cosine", validator=attrs.validators.in_(("cosine", "constant"))
+    )
+    """Learning-rate schedule over the epochs: cosine annealing to zero, or constant (full-batch
+    gradient descent as in Loo et al. and Haim et al.: ``--batch-size`` at least the data size)."""
 
 
 class Trainer(Protocol):
@@ -202,6 +213,16 @@ class Trainer(Protocol):
         ...
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer: ...
+
+    def make_scheduler(
+        self, optimizer: torch.optim.Optimizer
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        """The recipe's learning-rate schedule, stepped once per epoch."""
+        ...
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The recipe's training objective on a batch (a scalar)."""
+        ...
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
@@ -372,6 +393,41 @@ class Attack(Protocol):
     min_shadows: int
 
     def score(self, context: AttackContext) -> np.ndarray: ...
+
+
+@attrs.frozen(eq=False)
+class ReconstructionContext:
+    """What a reconstruction attack receives for one target model (white-box threat model).
+
+    ``target`` is the trained model with ``parameters`` access; ``initial`` is the same network
+    before training (the attacker of Haim et al. and Loo et al. knows the initialisation, or the
+    seed it came from). ``train_size`` is how many images the target trained on (the attacker
+    sizes its candidate set from it: Loo et al. optimise ``2 N`` candidates). The attacker does
+    not see the training images; the engine compares the candidates with them afterwards.
+    """
+
+    target: ModelView
+    initial: Model
+    train_size: int
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    seed: int
+
+
+class ReconstructionAttack(Protocol):
+    """An attack plugin that recovers training images instead of scoring membership.
+
+    ``reconstruct`` returns candidate images in ``[0, 1]``, ``K x C x H x W``; the engine
+    matches them one-to-one to the target's training images and reports the match quality.
+    Registered through ``register_attacks`` like any attack; the engine tells the two apart by
+    the method they define (``score`` or ``reconstruct``).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    access: Access
+
+    def reconstruct(self, context: ReconstructionContext) -> torch.Tensor: ...
 
 
 class Scorer(Protocol):

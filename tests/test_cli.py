@@ -97,6 +97,7 @@ def test_strict_turns_a_failed_plugin_into_an_error(capsys, monkeypatch):
             "did you mean 'temperature'",
         ),
         (["run", "--epochs", "0"], "'epochs' must be >= 1"),
+        (["run", "--loss", "hinge"], "'loss' must be in ('cross-entropy', 'mse')"),
         (["run", "--scorer", "curvatur"], "did you mean 'curvature'"),
         (["run", "--scorer-opt", "method=exact"], "--scorer-opt method: no scorer given"),
         (["run", "--scorer", "loss", "--scorer", "loss"], "scorer 'loss' is given twice"),

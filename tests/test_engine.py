@@ -430,3 +430,44 @@ def test_defenses_get_the_train_split_outside_the_population_as_reference(tmp_pa
     train_size = len(registry.create("dataset", "digits").load(None).train)
     assert meta["reference"] == train_size - 400
     assert meta["overlap"] == 0
+
+
+def test_mse_recipe_regresses_centred_one_hot_targets_with_a_constant_lr(registry, digits):
+    """Loo et al.'s setting: full-batch gradient descent on the squared error to one-hot
+    targets minus 1/C, at a constant learning rate."""
+    from privbench.engine.training import recipe_loss
+
+    data = digits.train.subset(np.arange(64))
+    recipe = TrainingRecipe(
+        epochs=300, batch_size=64, lr=0.5, momentum=0.9, weight_decay=0.0, loss="mse",
+        schedule="constant",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    net = registry.create("model", "mlp", {"width": 128}).create(digits.input_shape, 10)
+    model = Model(net, digits.mean, digits.std)
+    trainer = StandardTrainer(recipe, seed=0, device=torch.device("cpu"))
+    optimizer = trainer.make_optimizer(model)
+    scheduler = trainer.make_scheduler(optimizer)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.5  # constant, where cosine would have decayed
+    meta = trainer.fit(model, data)
+    with torch.no_grad():
+        outputs = model(data.x)
+    centred = torch.nn.functional.one_hot(data.y, 10).float() - 0.1
+    assert float((outputs - centred).abs().max()) < 0.1  # interpolates the regression targets
+    assert meta["final_train_loss"] == pytest.approx(
+        float(recipe_loss(recipe, outputs, data.y)), abs=1e-3
+    )
+    by_hand = 0.5 * (outputs - centred).square().sum(1).mean()
+    assert float(recipe_loss(recipe, outputs, data.y)) == pytest.approx(float(by_hand))
+
+
+def test_new_recipe_fields_at_their_defaults_keep_stored_model_keys():
+    from privbench.engine.audit import recipe_identity
+
+    default = recipe_identity(TrainingRecipe())
+    assert "loss" not in default and "schedule" not in default
+    assert recipe_identity(TrainingRecipe(loss="mse"))["loss"] == "mse"
+    assert recipe_identity(TrainingRecipe(schedule="constant")) != default

@@ -117,6 +117,20 @@ class RunResult:
     attacks: list[AttackResult]
 
 
+# Recipe fields added after the store format was fixed: left out of a model's key while at
+# their defaults, so models stored before they existed keep their keys and are reused.
+_RECIPE_FIELDS_SINCE_FORMAT = {"loss": "cross-entropy", "schedule": "cosine"}
+
+
+def recipe_identity(recipe: TrainingRecipe) -> dict[str, Any]:
+    """The recipe as it enters a model's content address."""
+    fields = attrs.asdict(recipe)
+    for name, default in _RECIPE_FIELDS_SINCE_FORMAT.items():
+        if fields.get(name) == default:
+            del fields[name]
+    return fields
+
+
 def summarize(per_target: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean and sample standard deviation of each metric over target models."""
     keys = per_target[0].keys()
@@ -262,7 +276,7 @@ class Audit:
                 "population": self.data_digest(population),
                 "model": self.identity["model"],
                 "defense": self.identity["defense"],
-                "recipe": attrs.asdict(spec.recipe),
+                "recipe": recipe_identity(spec.recipe),
                 "keep": splits.mask_digest(keep),
                 "seed": splits.model_seed(spec.seed, index),
             }

@@ -52,6 +52,16 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def recipe_loss(recipe: TrainingRecipe, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The recipe's objective: cross-entropy, or Loo et al.'s squared error to centred one-hot
+    targets (computed in float32 under autocast)."""
+    if recipe.loss == "mse":
+        classes = logits.shape[1]
+        target = F.one_hot(y, classes).to(torch.float32) - 1.0 / classes
+        return 0.5 * (logits.float() - target).square().sum(1).mean()
+    return F.cross_entropy(logits, y)
+
+
 class StandardTrainer:
     """Trains a :class:`~privbench.interfaces.Model` by the recipe (implements ``Trainer``)."""
 
@@ -77,6 +87,16 @@ class StandardTrainer:
             return torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
         return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
 
+    def make_scheduler(
+        self, optimizer: torch.optim.Optimizer
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.recipe.schedule == "constant":
+            return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.recipe.epochs)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return recipe_loss(self.recipe, logits, y)
+
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         mode = self.recipe.augment
         if "flip" in mode:
@@ -96,7 +116,7 @@ class StandardTrainer:
         model.to(self.device).train()
         optimizer = self.make_optimizer(model)
         epochs = self.recipe.epochs
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        scheduler = self.make_scheduler(optimizer)
         x_all, y_all = data.x.to(self.device), data.y.to(self.device)
         total_loss, seen = 0.0, 0
         for epoch in range(epochs):
@@ -105,7 +125,7 @@ class StandardTrainer:
                 index = index.to(self.device)
                 xb = self.augment(x_all[index], generator)
                 with autocast(self.device):
-                    loss = F.cross_entropy(model(xb), y_all[index])
+                    loss = self.loss(model(xb), y_all[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

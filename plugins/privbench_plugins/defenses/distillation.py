@@ -191,7 +191,7 @@ class Distillation(Defense):
         rng = np.random.default_rng(trainer.seed)  # mixup weights
         model.to(device).train()
         optimizer = trainer.make_optimizer(model)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+        scheduler = trainer.make_scheduler(optimizer)
 
         def autocast() -> contextlib.AbstractContextManager[Any]:  # as the engine: bf16 on CUDA
             if device.type == "cuda":

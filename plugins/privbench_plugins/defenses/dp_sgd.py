@@ -20,7 +20,6 @@ import attrs
 import torch
 from opacus import PrivacyEngine
 from opacus.validators import ModuleValidator
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
@@ -122,7 +121,7 @@ class DPSGD(Defense):
         delta = self.delta if self.delta is not None else default_delta(n)
         model.to(trainer.device).train()
         optimizer = trainer.make_optimizer(model)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+        scheduler = trainer.make_scheduler(optimizer)
         # Only for opacus' bookkeeping (sample rate 1 / len(loader)); batches are drawn below.
         loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=recipe.batch_size)
         engine = PrivacyEngine(accountant=self.accountant)
@@ -160,7 +159,7 @@ class DPSGD(Defense):
                 for index in batches:
                     index = index.to(trainer.device)
                     xb = trainer.augment(x_all[index], generator)
-                    loss = F.cross_entropy(private(xb), y_all[index])
+                    loss = trainer.loss(private(xb), y_all[index])
                     dp_optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     dp_optimizer.step()
