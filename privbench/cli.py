@@ -87,14 +87,25 @@ def format_metric(value: Any) -> str:
     return str(value)
 
 
-def results_table(record: dict[str, Any]) -> Table:
+def run_title(record: dict[str, Any]) -> str:
     spec = record["spec"]
-    title = (
+    return (
         f"{spec['dataset']['name']} · {spec['model']['name']} · defense {spec['defense']['name']}"
         f" · {spec['shadows'] + 1} models, {spec['targets']} target(s)"
         f" x {spec['population']} samples"
     )
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+
+
+def utility_line(record: dict[str, Any]) -> str:
+    u = record["utility"]
+    return (
+        f"target accuracy: train {u['train_accuracy']:.3f}, test {u['test_accuracy']:.3f} · "
+        f"models trained {record['training']['trained']}, reused {record['training']['reused']}"
+    )
+
+
+def results_table(record: dict[str, Any]) -> Table:
+    table = Table(title=run_title(record), title_justify="left", box=box.SIMPLE_HEAD)
     for column in (
         "attack",
         "access",
@@ -133,11 +144,9 @@ def results_table(record: dict[str, Any]) -> Table:
             ),
             f"{attack['seconds']:.1f}",
         )
-    u = record["utility"]
     table.caption = (
         "AUC and TPRs over the pooled scores of all target turns; AUC/target: mean±sd\n"
-        f"target accuracy: train {u['train_accuracy']:.3f}, test {u['test_accuracy']:.3f} · "
-        f"models trained {record['training']['trained']}, reused {record['training']['reused']}"
+        + utility_line(record)
     )
     table.caption_justify = "left"
     return table
@@ -171,6 +180,33 @@ def defense_line(record: dict[str, Any]) -> str | None:
         f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
         for key, value in shown.items()
     )
+
+
+def reconstruction_metrics(m: dict[str, Any]) -> str:
+    bar = f"SSIM > {m['ssim_threshold']:g}"
+    parts = []
+    if "fraction_identified" in m:
+        parts.append(f"identified {m['fraction_identified']:.0%} (nearer than any non-member)")
+    recovered = f"{bar} {m['fraction_recovered']:.0%}"
+    if "chance_fraction_recovered" in m:
+        recovered += f" (non-member images reach {m['chance_fraction_recovered']:.0%})"
+    parts += [recovered, f"mean SSIM {m['mean_ssim']:.3f}", f"mean L2 {m['mean_l2']:.3f}"]
+    return ", ".join(parts)
+
+
+def reconstruction_lines(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        f"reconstruction attack {summary['name']} on target {summary['target']} "
+        f"({summary['candidates']} candidates for {summary['train_size']} training images): "
+        + reconstruction_metrics(summary["metrics"])
+    ]
+    declared = summary.get("declared_training_set")
+    if declared is not None:
+        lines.append(
+            f"  against the {declared['size']} images the defense trained the released model on "
+            "instead: " + reconstruction_metrics(declared["metrics"])
+        )
+    return lines
 
 
 def memorization_line(summary: dict[str, Any]) -> str:
@@ -208,7 +244,11 @@ def scorers_table(record: dict[str, Any]) -> Table:
 
 def print_record(record: dict[str, Any], run_dir: Path) -> None:
     """A run's table, its bound, scorer and memorization lines, and where its files are."""
-    console.print(results_table(record))
+    if record["attacks"] or not record.get("reconstructions"):
+        console.print(results_table(record))
+    else:
+        console.print(run_title(record))
+        console.print(utility_line(record))
     if record.get("scorers"):
         console.print(scorers_table(record))
         for name in record["scorers"]:
@@ -221,8 +261,57 @@ def print_record(record: dict[str, Any], run_dir: Path) -> None:
     if "memorization" in record:
         console.print(memorization_line(record["memorization"]))
         console.print(f"memorization: {run_dir / 'memorization.csv'}")
+    for summary in record.get("reconstructions", []):
+        for line in reconstruction_lines(summary):
+            console.print(line)
+        console.print(f"reconstructions beside training images: {run_dir / summary['grid']}")
+        if "declared_training_set" in summary:
+            grid = summary["declared_training_set"]["grid"]
+            console.print(f"reconstructions beside the defense's training images: {run_dir / grid}")
     console.print(f"results: {run_dir / 'results.json'}")
-    console.print(f"ROC plot: {run_dir / 'roc.png'}")
+    if record["attacks"]:
+        console.print(f"ROC plot: {run_dir / 'roc.png'}")
+
+
+def run_settings(
+    ctx: typer.Context, registry: Registry, preset: str | None, attacks: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """``privbench run``'s parameters, with what the command line left unset filled in: first
+    by each attack's ``victim_setting`` (the setting its paper attacks, e.g. a kernel-regime
+    MLP for reconstruction), then by ``--preset``. Also returns lines that say what was filled
+    in and why."""
+    given = {
+        name
+        for name in ctx.params
+        # typer vendors click: compare the enum by name, not by identity
+        if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"
+    }
+    settings = dict(ctx.params)
+    filled: dict[str, tuple[Any, str]] = {}
+    for name in attacks:
+        for key, value in getattr(registry.get("attack", name).cls, "victim_setting", {}).items():
+            if key not in settings:
+                raise OptionError(f"attack '{name}' sets unknown run parameter '{key}'")
+            if key in filled and filled[key][0] != value:
+                flag = "--" + key.replace("_", "-")
+                raise OptionError(
+                    f"attacks '{filled[key][1]}' and '{name}' need different {flag} "
+                    f"({filled[key][0]} vs {value}): run them separately"
+                )
+            filled[key] = (value, name)
+    if preset is not None:
+        filled |= {key: (value, preset) for key, value in get_preset(preset).values.items()}
+    filled = {key: v for key, v in filled.items() if key not in given}
+    by_source: dict[str, list[str]] = {}
+    for key, (value, source) in filled.items():
+        settings[key] = value
+        shown = " ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        by_source.setdefault(source, []).append(f"--{key.replace('_', '-')} {shown}")
+    notes = []
+    for source, values in by_source.items():
+        what = f"preset {source}" if source == preset else f"attack {source}'s victim setting"
+        notes.append(f"{what}: {' '.join(values)} (flags given override it)")
+    return settings, notes
 
 
 def open_results(workspace: Path | None) -> ResultsDB:
@@ -328,52 +417,33 @@ def build_app(registry: Registry) -> typer.Typer:
         from privbench.engine.audit import Audit, AuditSpec, PluginChoice
         from privbench.engine.store import Workspace
 
-        if preset is not None:
-            given = {
-                name
-                for name in ctx.params
-                # typer vendors click: compare the enum by name, not by identity
-                if getattr(ctx.get_parameter_source(name), "name", "") != "DEFAULT"
-            }
-            values = {k: v for k, v in get_preset(preset).values.items() if k not in given}
-            shadows = values.get("shadows", shadows)
-            paired = values.get("paired", paired)
-            targets = values.get("targets", targets)
-            epochs = values.get("epochs", epochs)
-
+        p, notes = run_settings(ctx, registry, preset, attack)
         recipe = configure(
             TrainingRecipe,
-            {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "optimizer": optimizer,
-                "lr": lr,
-                "momentum": momentum,
-                "weight_decay": weight_decay,
-                "augment": augment,
-                "loss": loss,
-                "schedule": schedule,
-            },
+            {name: p[name] for name in attrs.fields_dict(TrainingRecipe)},
             what="the training recipe",
         )
-        per_attack = per_plugin_options("attack", attack, attack_opt, flag="--attack-opt")
+        attacks = p["attack"]
+        per_attack = per_plugin_options("attack", attacks, attack_opt, flag="--attack-opt")
         per_scorer = per_plugin_options("scorer", scorer, scorer_opt, flag="--scorer-opt")
         choices = {
-            "dataset": PluginChoice(dataset, parse_assignments(dataset_opt, flag="--dataset-opt")),
-            "model": PluginChoice(model, parse_assignments(model_opt, flag="--model-opt")),
+            "dataset": PluginChoice(
+                p["dataset"], parse_assignments(dataset_opt, flag="--dataset-opt")
+            ),
+            "model": PluginChoice(p["model"], parse_assignments(model_opt, flag="--model-opt")),
             "defense": PluginChoice(defense, parse_assignments(defense_opt, flag="--defense-opt")),
-            "attacks": tuple(PluginChoice(name, per_attack[name]) for name in attack),
+            "attacks": tuple(PluginChoice(name, per_attack[name]) for name in attacks),
             "scorers": tuple(PluginChoice(name, per_scorer[name]) for name in scorer),
         }
         try:
             spec = AuditSpec(
                 **choices,
                 recipe=recipe,
-                shadows=shadows,
-                paired=paired,
+                shadows=p["shadows"],
+                paired=p["paired"],
                 memorization=memorization,
-                targets=targets,
-                population=population,
+                targets=p["targets"],
+                population=p["population"],
                 seed=seed,
                 data_root=data_root,
                 device=device,
@@ -393,6 +463,8 @@ def build_app(registry: Registry) -> typer.Typer:
         )
         with progress:
             result = audit.run(ws, progress=progress)
+        for note in notes:
+            console.print(note)
         print_record(result.record, result.path)
 
     @app.command()

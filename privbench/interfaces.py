@@ -226,6 +226,12 @@ class Trainer(Protocol):
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
+    def declare_training_set(self, data: TensorData) -> None:
+        """Say that the released model learns from *data* instead of the private set (distilled
+        or synthesised images), so that reconstruction attacks are also scored against what the
+        model actually saw. The engine stores it beside the model; it is never released."""
+        ...
+
 
 class Defense(Protocol):
     """A defense plugin: may change the architecture, training, training data or inference.

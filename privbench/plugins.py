@@ -40,7 +40,8 @@ Kind = Literal["attack", "defense", "scorer", "model", "dataset"]
 KINDS: tuple[Kind, ...] = ("attack", "defense", "scorer", "model", "dataset")
 _HOOKS: dict[Kind, str] = {kind: f"register_{kind}s" for kind in KINDS}
 _REQUIRED_METHODS: dict[Kind, tuple[str, ...]] = {
-    "attack": ("score",),
+    # Alternatives are joined by "|": an attack infers membership or reconstructs images.
+    "attack": ("score|reconstruct",),
     "defense": ("prepare_model", "fit", "release"),
     "scorer": ("score",),
     "model": ("create",),
@@ -185,7 +186,11 @@ class Registry:
             raise TypeError(f"{cls!r} has no 'name' class attribute")
         if not attrs.has(cls):
             raise TypeError(f"{kind} '{name}' must be an attrs class (its fields are its options)")
-        missing = [m for m in _REQUIRED_METHODS[kind] if not callable(getattr(cls, m, None))]
+        missing = [
+            required.replace("|", " or ")
+            for required in _REQUIRED_METHODS[kind]
+            if not any(callable(getattr(cls, m, None)) for m in required.split("|"))
+        ]
         if missing:
             raise TypeError(f"{kind} '{name}' lacks {', '.join(missing)}")
         return Component(kind, name, cls, info, positional_option)

@@ -15,18 +15,21 @@ built-in plugin.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import attrs
 import numpy as np
 import torch
 
+from privbench.errors import AccessDeniedError
 from privbench.interfaces import (
     Access,
     AttackContext,
     LoadedDataset,
     Model,
     ModelView,
+    ReconstructionContext,
     TensorData,
     TrainingRecipe,
 )
@@ -143,10 +146,13 @@ def check_attack(
     """``score`` returns one finite score per population sample using only declared access.
 
     Scorers an attack asks for by name are looked up in *registry* (the installed plugins by
-    default), as the engine does.
+    default), as the engine does. An attack that defines ``reconstruct`` instead is handed to
+    :func:`check_reconstruction_attack` (and the scores returned are its candidates' pixels).
     """
     from privbench.engine.signals import run_scorer, scorer_for
 
+    if callable(getattr(cls, "reconstruct", None)):
+        return check_reconstruction_attack(cls, **options).flatten().numpy()
     registry = registry or get_registry()
     check_plugin_class(cls)
     attack = cls(**options)
@@ -188,3 +194,52 @@ def check_attack(
     assert scores.shape == (20,), f"{cls.name}: one score per sample, got {scores.shape}"
     assert not np.isnan(scores).any(), f"{cls.name}: NaN scores"
     return scores
+
+
+def check_reconstruction_attack(cls: type, train_size: int = 4, **options: Any) -> torch.Tensor:
+    """``reconstruct`` returns at least ``train_size`` finite candidate images of the data's
+    shape in [0, 1], leaves the target's parameters alone, and is refused the parameters when
+    its view grants less than ``parameters`` access."""
+    check_plugin_class(cls)
+    attack = cls(**options)
+    assert attack.access == Access.PARAMETERS, (
+        f"{cls.name}: reconstruction from a model needs 'parameters' access"
+    )
+    shape, classes = (1, 8, 8), 3
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, classes)
+    )
+    initial = Model(net, [0.5], [0.5]).eval()
+    trained = copy.deepcopy(initial)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    before = [p.clone() for p in trained.parameters()]
+    context = ReconstructionContext(
+        target=ModelView(trained, Access.PARAMETERS),
+        initial=initial,
+        train_size=train_size,
+        num_classes=classes,
+        input_shape=shape,
+        seed=0,
+    )
+    candidates = torch.as_tensor(attack.reconstruct(context))
+    assert candidates.ndim == 4 and tuple(candidates.shape[1:]) == shape, (
+        f"{cls.name}: candidates must be K x {' x '.join(map(str, shape))}, "
+        f"got {tuple(candidates.shape)}"
+    )
+    assert candidates.shape[0] >= train_size, f"{cls.name}: fewer candidates than images"
+    assert torch.isfinite(candidates).all(), f"{cls.name}: non-finite candidates"
+    assert candidates.min() >= 0 and candidates.max() <= 1, f"{cls.name}: pixels outside [0, 1]"
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters(), strict=True)), (
+        f"{cls.name}: the target's parameters changed"
+    )
+    blind = attrs.evolve(context, target=ModelView(trained, Access.LOGITS))
+    try:
+        attack.reconstruct(blind)
+    except AccessDeniedError:
+        pass
+    else:
+        raise AssertionError(f"{cls.name}: reconstructed from a view without parameter access")
+    return candidates.detach().float().cpu()

@@ -197,3 +197,66 @@ def test_a_dp_defense_gets_its_theoretical_bound_printed(capsys, tmp_path, monke
     assert "defense fake-dp (first target): delta 1e-05, epsilon 2\n" in out
     code, out, _ = run_cli(capsys, "show", "latest", "-w", ws)
     assert f"TPR@1%FPR {expected.tpr_at_1_fpr:.4f}" in out
+
+
+RECONSTRUCTION_PLUGIN = """
+from typing import ClassVar
+import attrs
+import torch
+from privbench import Access, hookimpl
+from privbench.plugins import Registry
+
+@attrs.frozen
+class Guess:
+    '''Returns every image of the train split (an attacker with the candidate pool) or noise.'''
+    name: ClassVar[str] = 'guess'
+    description: ClassVar[str] = 'returns the whole train split, or noise'
+    access: ClassVar[Access] = Access.PARAMETERS
+    victim_setting: ClassVar[dict] = {'population': 60, 'shadows': 0, 'epochs': 2}
+    noise: bool = False
+
+    def reconstruct(self, context):
+        assert context.target.model is not None and context.initial is not None
+        assert context.input_shape == (1, 8, 8) and context.num_classes == 10
+        if self.noise:
+            g = torch.Generator().manual_seed(context.seed)
+            return torch.rand(2 * context.train_size, *context.input_shape, generator=g)
+        return Registry.from_environment().create('dataset', 'digits').load(None).train.x
+
+@hookimpl
+def register_attacks(register):
+    register(Guess)
+"""
+
+
+@pytest.mark.parametrize("noise", [False, True])
+def test_a_reconstruction_attack_is_matched_to_the_targets_training_images(
+    capsys, tmp_path, monkeypatch, noise
+):
+    (tmp_path / "privbench_guess.py").write_text(RECONSTRUCTION_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_guess")
+    ws = tmp_path / "ws"
+    args = ["run", "-a", "guess", "-a", "loss", "--attack-opt", f"guess.noise={str(noise).lower()}"]
+    # The attack's victim setting fills in population, shadows and epochs; a flag overrides.
+    args += ["--population", "40"] if noise else []
+    code, out, err = run_cli(capsys, *args, "-w", str(ws), "-q")
+    assert code == 0, err
+    assert "attack guess's victim setting: " in out
+    assert ("--population 60" in out) is not noise and "--epochs 2" in out
+    (run_dir,) = (ws / "runs").iterdir()
+    record = json.loads((run_dir / "results.json").read_text())
+    (summary,) = record["reconstructions"]
+    assert summary["name"] == "guess" and summary["access"] == "parameters"
+    # A Bernoulli half would vary: halves are exact.
+    assert summary["train_size"] == (20 if noise else 30)
+    assert (run_dir / summary["grid"]).stat().st_size > 0
+    assert "reconstruction attack guess on target 0" in out
+    assert [a["name"] for a in record["attacks"]] == ["loss"]
+    metrics = summary["metrics"]
+    recovered = metrics["fraction_identified"]
+    assert 0 <= metrics["chance_fraction_recovered"] <= 1
+    if noise:
+        assert recovered < 0.1, metrics
+    else:
+        assert recovered == 1.0, metrics  # every member is among the candidates

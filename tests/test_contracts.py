@@ -44,7 +44,8 @@ def test_defense_contract(component):
 
 @pytest.mark.parametrize("component", builtin("attack"), ids=lambda c: c.name)
 def test_attack_contract(component):
-    testing.check_attack(component.cls, registry=REGISTRY)
+    fast = {"steps": 20} if component.name == "reconstruction" else {}
+    testing.check_attack(component.cls, registry=REGISTRY, **fast)
 
 
 @pytest.mark.parametrize("component", builtin("scorer"), ids=lambda c: c.name)
@@ -87,3 +88,37 @@ def test_the_kit_catches_a_broken_attack():
 
     with pytest.raises(AssertionError, match="one score per sample"):
         testing.check_attack(TooFew)
+
+
+def test_the_kit_catches_broken_reconstruction_attacks():
+    import attrs
+    import torch
+
+    from privbench import Access
+
+    @attrs.frozen
+    class Raw:
+        """Returns the candidates in the network's normalised space, not in pixels."""
+
+        name = "raw"
+        description = "forgets to map candidates back to [0, 1]"
+        access = Access.PARAMETERS
+
+        def reconstruct(self, context):
+            context.target.model  # noqa: B018 (the access check)
+            return 3 * torch.randn(2 * context.train_size, *context.input_shape)
+
+    with pytest.raises(AssertionError, match="outside"):
+        testing.check_attack(Raw)
+
+    @attrs.frozen
+    class Peeking(Raw):
+        """Never asks for the parameters, so a logits-only view does not stop it."""
+
+        name = "peeking"
+
+        def reconstruct(self, context):
+            return torch.rand(2 * context.train_size, *context.input_shape)
+
+    with pytest.raises(AssertionError, match="without parameter access"):
+        testing.check_attack(Peeking)

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 from rich.progress import Progress
 
 import privbench
+from privbench import reconstruction
 from privbench.engine import signals, splits
 from privbench.engine.store import STORE_FORMAT, Workspace, digest, file_digest, tensor_digest
 from privbench.engine.training import StandardTrainer, resolve_device
@@ -35,6 +36,7 @@ from privbench.interfaces import (
     LoadedDataset,
     Model,
     ModelView,
+    ReconstructionContext,
     TensorData,
     TrainingRecipe,
 )
@@ -159,6 +161,10 @@ def _component_id(component: Component, instance: Any) -> dict[str, Any]:
     }
 
 
+DECLARED_TRAINING_SET = "declared-training-images"
+"""Signal name of the images a defense says its released model learned from instead."""
+
+
 class Audit:
     """A validated audit: resolved plugin instances, ready to :meth:`run`."""
 
@@ -178,9 +184,13 @@ class Audit:
         if duplicated:
             raise OptionError(f"attack '{duplicated[0]}' is given twice")
         self.attacks = []
+        self.reconstructions = []
         for choice in spec.attacks:
             component = registry.get("attack", choice.name)
             attack = registry.create("attack", choice.name, choice.options)
+            if callable(getattr(attack, "reconstruct", None)):
+                self.reconstructions.append((component, attack))
+                continue
             available = splits.shadow_count(spec.pool_size, paired=spec.paired)
             if attack.min_shadows > available:
                 # With paired masks a target's partner is not its shadow: one more is needed.
@@ -330,6 +340,11 @@ class Audit:
                     device=str(self.device),
                     privbench=privbench.__version__,
                 )
+                if trainer.declared_training_set is not None:
+                    # Before the model: a stored model implies its declared set is stored too.
+                    workspace.cached_tensor(
+                        key, DECLARED_TRAINING_SET, lambda t=trainer: t.declared_training_set.x
+                    )
                 workspace.save_model(key, model.cpu(), meta)
                 trained += 1
                 if progress is not None and epoch_task is not None:
@@ -464,6 +479,11 @@ class Audit:
                     tpr=tpr,
                 )
             )
+        artifacts: dict[str, Callable[[Path], object]] = {}
+        if self.reconstructions:
+            analyses["reconstructions"] = self.reconstruct(
+                workspace, models, keys, dataset, population, masks, targets[0], artifacts
+            )
         return self.record(
             workspace,
             results,
@@ -475,7 +495,92 @@ class Audit:
             indices,
             analyses,
             tables,
+            artifacts,
         )
+
+    REFERENCE_IMAGES = 20_000
+    """Non-member images a reconstruction is checked against (bounded: CIFAR has 60k)."""
+
+    def reconstruct(
+        self,
+        workspace: Workspace,
+        models: list[Model],
+        keys: list[str],
+        dataset: LoadedDataset,
+        population: TensorData,
+        masks: np.ndarray,
+        target: int,
+        artifacts: dict[str, Callable[[Path], object]],
+    ) -> list[dict[str, Any]]:
+        """Every reconstruction attack against one target (they are costly: the first target
+        only), matched one-to-one to that target's training images."""
+        members = population.x[torch.as_tensor(masks[target])]
+        # Non-members of the same distribution: a match must be nearer to its training image
+        # than to any of them (SSIM alone credits typical images on small inputs).
+        reference = torch.cat([dataset.test.x, dataset.train.x])[: self.REFERENCE_IMAGES]
+        initial = self.build_model(dataset, splits.model_seed(self.spec.seed, target))
+        declared = workspace.stored_tensor(keys[target], DECLARED_TRAINING_SET)
+        summaries = []
+        for component, attack in self.reconstructions:
+            attack_started = time.perf_counter()
+            context = ReconstructionContext(
+                target=self.view(
+                    workspace, models[target], keys[target], population, attack.access
+                ),
+                initial=initial,
+                train_size=len(members),
+                num_classes=dataset.num_classes,
+                input_shape=dataset.input_shape,
+                seed=splits.model_seed(self.spec.seed, 20_000 + target),
+            )
+            initial_digest = tensor_digest(*initial.state_dict().values())
+            identity = digest([config_dict(attack), context.seed, len(members), initial_digest])
+            name = f"reconstruction-{component.name}-{identity[:20]}"
+
+            def run_attack(component=component, attack=attack, context=context) -> torch.Tensor:
+                candidates = torch.as_tensor(attack.reconstruct(context)).detach().float()
+                if candidates.ndim != 4 or candidates.shape[1:] != members.shape[1:]:
+                    expected = " x ".join(map(str, members.shape[1:]))
+                    raise PrivbenchError(
+                        f"attack '{component.name}' returned candidates of shape "
+                        f"{tuple(candidates.shape)}; expected K x {expected}"
+                    )
+                return candidates
+
+            # Costly (minutes of optimisation): stored beside the target and reused.
+            candidates = workspace.cached_tensor(keys[target], name, run_attack)
+            match = reconstruction.match_reconstructions(candidates, members, reference)
+            grid = f"reconstruction-{component.name}.png"
+            artifacts[grid] = lambda path, match=match, candidates=candidates: (
+                reconstruction.save_grid(members, candidates[match.candidate], path)
+            )
+            summary = {
+                "name": component.name,
+                "access": attack.access.label,
+                "options": config_dict(attack),
+                "target": target,
+                "train_size": len(members),
+                "candidates": int(candidates.shape[0]),
+                "metrics": match.summary(),
+                "grid": grid,
+                "seconds": time.perf_counter() - attack_started,
+            }
+            if declared is not None and len(declared) <= len(candidates):
+                # What the released model learned from (distilled or synthetic images): did
+                # the attack find those, while missing the private images?
+                seen = reconstruction.match_reconstructions(candidates, declared, reference)
+                summary["declared_training_set"] = {
+                    "size": len(declared),
+                    "metrics": seen.summary(),
+                    "grid": f"reconstruction-{component.name}-declared.png",
+                }
+                artifacts[summary["declared_training_set"]["grid"]] = (
+                    lambda path, seen=seen, candidates=candidates: reconstruction.save_grid(
+                        declared, candidates[seen.candidate], path
+                    )
+                )
+            summaries.append(summary)
+        return summaries
 
     def memorization(
         self,
@@ -619,6 +724,7 @@ class Audit:
         indices: np.ndarray,
         analyses: dict[str, Any],
         tables: dict[str, str],
+        artifacts: Mapping[str, Callable[[Path], object]] | None = None,
     ) -> RunResult:
         spec = self.spec
         created = dt.datetime.now(dt.timezone.utc)
@@ -680,14 +786,17 @@ class Audit:
         run_dir = workspace.runs / run_id
         staging = Path(tempfile.mkdtemp(prefix=f".{run_id}-", dir=workspace.runs))
         try:
-            plot_roc(
-                {r.name: (r.fpr, r.tpr, r.metrics["auc"]) for r in results},
-                staging / "roc.png",
-                title=f"{spec.dataset.name} / {spec.model.name} / defense {spec.defense.name}",
-            )
+            if results:
+                plot_roc(
+                    {r.name: (r.fpr, r.tpr, r.metrics["auc"]) for r in results},
+                    staging / "roc.png",
+                    title=f"{spec.dataset.name} / {spec.model.name} / defense {spec.defense.name}",
+                )
             write_json_atomic(staging / "results.json", record)
             for name, text in tables.items():
                 (staging / name).write_text(text)
+            for name, write in (artifacts or {}).items():
+                write(staging / name)
             os.replace(staging, run_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -101,13 +101,19 @@ class Workspace:
 
     # -- signals -------------------------------------------------------------------------------
 
+    def stored_tensor(self, key: str, name: str) -> torch.Tensor | None:
+        """The tensor stored as *name* beside model *key*, or None."""
+        path = self.signals / key[:2] / key / f"{name}.safetensors"
+        return load_file(str(path))["value"] if path.is_file() else None
+
     def cached_tensor(
         self, key: str, name: str, compute: Callable[[], torch.Tensor]
     ) -> torch.Tensor:
         """The tensor stored as *name* beside model *key*, computed and stored on first use."""
+        stored = self.stored_tensor(key, name)
+        if stored is not None:
+            return stored
         path = self.signals / key[:2] / key / f"{name}.safetensors"
-        if path.is_file():
-            return load_file(str(path))["value"]
         value = compute().detach().cpu().contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=path.parent)

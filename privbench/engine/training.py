@@ -79,6 +79,10 @@ class StandardTrainer:
         self.device = device
         self.on_epoch = on_epoch
         self.reference = reference
+        self.declared_training_set: TensorData | None = None
+
+    def declare_training_set(self, data: TensorData) -> None:
+        self.declared_training_set = TensorData(data.x.detach().cpu(), data.y.detach().cpu())
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         r = self.recipe

@@ -41,6 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
+from privbench.reconstruction import psnr, ssim
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -136,32 +137,6 @@ def synthesize(
     finally:
         hooks.close()
     return torch.cat(out) if out else torch.empty(0, *shape)
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image ``10 log10(1 / MSE)`` for data range 1 (MSE floored at 1e-10: finite)."""
-    mse = (x - y).float().square().flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-image SSIM (Wang et al. 2004) of ``N x C x H x W`` images in [0, 1]."""
-    x, y = x.float(), y.float()
-    size = min(window, *x.shape[-2:])
-    size -= 1 - size % 2  # odd, at most the image
-    coords = torch.arange(size, dtype=torch.float32, device=x.device) - (size - 1) / 2
-    g = torch.exp(-coords.square() / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(x.shape[1], 1, size, size)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel, groups=x.shape[1])
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    value = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return value.flatten(1).mean(1)
 
 
 @torch.no_grad()
@@ -266,6 +241,7 @@ class BNSynthesis(Defense):
             nearest_private_ssim_max=float(ssims.max()),
         )
         del teacher
+        trainer.declare_training_set(TensorData(x, y))
         meta.update(trainer.fit(model, TensorData(x, y)))
         meta["student_train_accuracy"] = accuracy(model, data.x, data.y)
         model.eval()

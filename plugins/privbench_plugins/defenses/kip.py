@@ -403,7 +403,9 @@ class KIPDefense(Defense):
             "initial_nearest_private_distance_mean": float(initial.mean()),
             "labels_changed": int((hard != distilled.initial_labels.argmax(1)).sum()),
         }
-        meta.update(trainer.fit(model, TensorData(distilled.x, hard)))
+        released = TensorData(distilled.x, hard)
+        trainer.declare_training_set(released)
+        meta.update(trainer.fit(model, released))
         model.eval()
         return meta
 
