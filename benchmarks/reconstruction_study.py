@@ -35,7 +35,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from privbench import Access, Model, ModelView, ReconstructionContext, TensorData, TrainingRecipe
+from privbench import Access, Model, ModelView, ReconstructionContext, TrainingRecipe
 from privbench.engine.training import StandardTrainer
 from privbench.plugins import get_registry
 from privbench.reconstruction import match_reconstructions
