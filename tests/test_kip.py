@@ -194,6 +194,21 @@ def test_kip_learns_a_support_set_that_krr_generalises_from(digits: LoadedDatase
     assert not torch.equal(learned.labels, learned.initial_labels)
 
 
+def test_rkip_distils_by_the_infinite_width_reconstruction_loss(digits: LoadedDataset) -> None:
+    """RKIP (Loo et al. Sec. 6): one image per class whose tangent features explain the
+    kernel-regime parameter change of training on 300 digits."""
+    private = digits.train.subset(np.arange(300))
+    result = kip_distill(private, 10, per_class=1, steps=300, objective="rkip", seed=0)
+    assert result.x.shape == (10, 1, 8, 8)
+    assert float(result.x.min()) >= 0.0 and float(result.x.max()) <= 1.0
+    before = krr_evaluate(result.space, result.initial_x, result.initial_labels, digits.test, 10)
+    after = krr_evaluate(result.space, result.x, result.labels, digits.test, 10)
+    # Measured: relative loss 0.95 -> 0.84; held-out KRR accuracy 0.73 -> 0.89 (KIP: 0.95).
+    assert 0 < result.losses[-1] < result.losses[0] <= 1
+    assert after[1] > before[1] + 0.08, (before, after)
+    assert torch.equal(result.hard_labels, torch.arange(10))
+
+
 def test_min_distance_keeps_distilled_images_away_from_private_ones(digits: LoadedDataset) -> None:
     private = digits.train.subset(np.arange(400))
     distances = {}

@@ -255,6 +255,7 @@ def kip_distill(
     learn_labels: bool = False,
     min_distance: float = 0.0,
     distance_weight: float = 10.0,
+    objective: Literal["kip", "rkip"] = "kip",
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> Distilled:
@@ -289,6 +290,8 @@ def kip_distill(
     x_s = x0.clone().to(device).requires_grad_(True)
     labels0 = kip_labels(y_init, classes).to(device)
     y_s = labels0.clone().requires_grad_(learn_labels)
+    if objective == "rkip":
+        return _rkip(data, classes, space, x0, labels0, steps, lr, min_distance, distance_weight)
     optimizer = torch.optim.Adam([x_s, y_s] if learn_labels else [x_s], lr=lr)
     batch = min(batch_size, len(data))
     losses: list[float] = []
@@ -308,6 +311,70 @@ def kip_distill(
     return Distilled(
         x=x_s.detach().float().cpu(),
         labels=y_s.detach().cpu(),
+        initial_x=x0.float(),
+        initial_labels=labels0.cpu(),
+        space=space,
+        losses=losses,
+    )
+
+
+def _rkip(
+    data: TensorData,
+    classes: int,
+    space: KernelSpace,
+    x0: torch.Tensor,
+    labels0: torch.Tensor,
+    steps: int,
+    lr: float,
+    min_distance: float,
+    distance_weight: float,
+) -> Distilled:
+    """RKIP: distillation by the reconstruction loss in the infinite-width limit.
+
+    Loo et al. (ICLR 2024, Sec. 6) observe that the reconstruction attack is itself a dataset
+    distillation method. A network trained to convergence on the private set ``T`` in the kernel
+    regime moves its parameters by ``dtheta_T = J(X_T)^T alpha_T`` with ``alpha_T = (K_TT + ridge)
+    ^-1 Y_T`` (``J`` the tangent features, ``K = J J^T`` the NTK). The reconstruction loss
+    ``||dtheta_T - J(X_S)^T alpha_S||^2`` of support images ``X_S`` with free coefficients
+    ``alpha_S`` is, in that limit, a function of the kernel alone::
+
+        tr(alpha_T^T K_TT alpha_T) - 2 tr(alpha_T^T K_TS alpha_S) + tr(alpha_S^T K_SS alpha_S)
+
+    which we minimise over ``X_S`` and ``alpha_S`` with Adam, divided by its first term (so 1
+    means nothing explained and 0 the whole parameter change). The support labels released with
+    the images are ``K_SS alpha_S``: the targets whose KRR (and kernel-regime training) gives
+    back ``alpha_S``. The whole private set enters every step (no batches): ``K_TT`` is computed
+    once. This is our reading of the paper's RKIP, not a port of its code.
+    """
+    device = space.center.device
+    private = data.x.to(device)
+    with torch.no_grad():
+        alpha_t = space.weights(private, kip_labels(data.y.to(device), classes))
+        k_tt = space.kernel(private, private)
+        explained = float((alpha_t * (k_tt @ alpha_t)).sum())
+    del k_tt
+    x_s = x0.clone().to(device).requires_grad_(True)
+    alpha_s = space.weights(x_s.detach(), labels0).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x_s, alpha_s], lr=lr)
+    losses: list[float] = []
+    for _ in range(steps):
+        cross = (alpha_t * (space.kernel(private, x_s) @ alpha_s)).sum()
+        own = (alpha_s * (space.kernel(x_s, x_s) @ alpha_s)).sum()
+        loss = (explained - 2 * cross + own) / explained
+        total = loss
+        if min_distance > 0 and distance_weight > 0:
+            total = total + distance_weight * distance_penalty(x_s, private, min_distance)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        with torch.no_grad():
+            x_s.clamp_(0.0, 1.0)
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        labels = space.kernel(x_s, x_s) @ alpha_s
+    return Distilled(
+        x=x_s.detach().float().cpu(),
+        labels=labels.detach().cpu(),
         initial_x=x0.float(),
         initial_labels=labels0.cpu(),
         space=space,
@@ -348,6 +415,11 @@ class KIPDefense(Defense):
     training digit."""
     distance_weight: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     """Weight of the squared-hinge distance penalty."""
+    objective: Literal["kip", "rkip"] = attrs.field(
+        default="kip", validator=attrs.validators.in_(("kip", "rkip"))
+    )
+    """kip: KRR prediction error on the private data (Nguyen et al.); rkip: the reconstruction
+    loss in the infinite-width limit (Loo et al. Sec. 6; learn_labels and batch_size unused)."""
 
     def __attrs_post_init__(self) -> None:
         if self.min_distance > 0 and self.distance_weight == 0:
@@ -377,6 +449,7 @@ class KIPDefense(Defense):
             learn_labels=self.learn_labels,
             min_distance=self.min_distance,
             distance_weight=self.distance_weight,
+            objective=self.objective,
             seed=trainer.seed,
             device=trainer.device,
         )
@@ -393,6 +466,9 @@ class KIPDefense(Defense):
         meta: dict[str, Any] = {
             "distilled_count": len(hard),
             "kip_steps": self.steps,
+            "objective": self.objective,
+            "distillation_loss_first": distilled.losses[0] if distilled.losses else None,
+            "distillation_loss_last": distilled.losses[-1] if distilled.losses else None,
             "kip_initial_loss": initial_loss,
             "kip_final_loss": final_loss,
             "krr_private_accuracy_initial": initial_accuracy,
