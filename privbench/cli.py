@@ -527,7 +527,7 @@ def build_app(registry: Registry) -> typer.Typer:
                 row["model"],
                 row["defense"],
                 row["attacks"] or "",
-                format_metric(row["best_auc"]),
+                "-" if row["best_auc"] is None else format_metric(row["best_auc"]),
                 format_metric(row["test_accuracy"]),
             )
         console.print(table)

@@ -29,6 +29,16 @@ METRIC_COLUMNS = (
     "n_nonmembers",
 )
 
+RECONSTRUCTION_COLUMNS = (
+    "fraction_identified",
+    "fraction_recovered",
+    "chance_fraction_recovered",
+    "mean_ssim",
+    "mean_l2",
+    "mean_psnr",
+)
+"""Summary metrics of a reconstruction attack kept as columns (the rest is in the record)."""
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -48,6 +58,19 @@ CREATE TABLE IF NOT EXISTS results (
     access TEXT NOT NULL,
     options TEXT NOT NULL,
     {", ".join(f"{c} REAL" for c in METRIC_COLUMNS)},
+    seconds REAL,
+    PRIMARY KEY (run_id, attack)
+);
+CREATE TABLE IF NOT EXISTS reconstructions (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    attack TEXT NOT NULL,
+    access TEXT NOT NULL,
+    options TEXT NOT NULL,
+    target INTEGER NOT NULL,
+    train_size INTEGER NOT NULL,
+    candidates INTEGER NOT NULL,
+    {", ".join(f"{c} REAL" for c in RECONSTRUCTION_COLUMNS)},
+    declared_fraction_identified REAL,
     seconds REAL,
     PRIMARY KEY (run_id, attack)
 );
@@ -119,13 +142,39 @@ class ResultsDB:
                 ),
             )
 
+        for summary in record.get("reconstructions", []):
+            metrics = summary["metrics"]
+            declared = summary.get("declared_training_set", {}).get("metrics", {})
+            columns = ", ".join(RECONSTRUCTION_COLUMNS)
+            self.connection.execute(
+                "INSERT INTO reconstructions (run_id, attack, access, options, target, train_size,"
+                f" candidates, {columns}, declared_fraction_identified, seconds) VALUES "
+                f"({', '.join('?' * (9 + len(RECONSTRUCTION_COLUMNS)))})",
+                (
+                    record["run_id"],
+                    summary["name"],
+                    summary["access"],
+                    json.dumps(summary["options"], sort_keys=True),
+                    summary["target"],
+                    summary["train_size"],
+                    summary["candidates"],
+                    *(metrics.get(c) for c in RECONSTRUCTION_COLUMNS),
+                    declared.get("fraction_identified"),
+                    summary["seconds"],
+                ),
+            )
+
     def runs(self, limit: int | None = None) -> list[sqlite3.Row]:
-        """Runs, newest first, each with its attacks' names and best AUC."""
+        """Runs, newest first, each with its attacks' names (membership, then reconstruction)
+        and the best membership AUC."""
         query = """
-            SELECT runs.*, group_concat(results.attack, ', ') AS attacks,
-                   max(results.auc) AS best_auc
-            FROM runs LEFT JOIN results ON results.run_id = runs.id
-            GROUP BY runs.id ORDER BY runs.created_at DESC, runs.id DESC
+            SELECT runs.*,
+                   (SELECT group_concat(attack, ', ') FROM (
+                        SELECT attack FROM results WHERE run_id = runs.id
+                        UNION ALL
+                        SELECT attack FROM reconstructions WHERE run_id = runs.id)) AS attacks,
+                   (SELECT max(auc) FROM results WHERE run_id = runs.id) AS best_auc
+            FROM runs ORDER BY runs.created_at DESC, runs.id DESC
         """
         if limit is not None:
             query += f" LIMIT {int(limit)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 
@@ -260,3 +261,10 @@ def test_a_reconstruction_attack_is_matched_to_the_targets_training_images(
         assert recovered < 0.1, metrics
     else:
         assert recovered == 1.0, metrics  # every member is among the candidates
+    with sqlite3.connect(ws / "privbench.db") as db:
+        (row,) = db.execute("SELECT attack, train_size, fraction_identified FROM reconstructions")
+    assert row == ("guess", summary["train_size"], recovered)
+    code, out, _ = run_cli(capsys, "runs", "-w", str(ws))
+    assert code == 0 and "loss, guess" in out
+    code, out, _ = run_cli(capsys, "show", "latest", "-w", str(ws))
+    assert code == 0 and "reconstruction attack guess on target 0" in out
