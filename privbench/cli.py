@@ -186,10 +186,13 @@ def reconstruction_metrics(m: dict[str, Any]) -> str:
     bar = f"SSIM > {m['ssim_threshold']:g}"
     parts = []
     if "fraction_identified" in m:
-        parts.append(f"identified {m['fraction_identified']:.0%} (nearer than any non-member)")
+        identified = f"identified {m['fraction_identified']:.0%} (10% nearer than any non-member"
+        if "chance_fraction_identified" in m:
+            identified += f"; typical images reach {m['chance_fraction_identified']:.0%}"
+        parts.append(identified + ")")
     recovered = f"{bar} {m['fraction_recovered']:.0%}"
     if "chance_fraction_recovered" in m:
-        recovered += f" (non-member images reach {m['chance_fraction_recovered']:.0%})"
+        recovered += f" (typical images reach {m['chance_fraction_recovered']:.0%})"
     parts += [recovered, f"mean SSIM {m['mean_ssim']:.3f}", f"mean L2 {m['mean_l2']:.3f}"]
     return ", ".join(parts)
 

@@ -124,6 +124,8 @@ def test_other_images_pass_the_ssim_bar_but_are_not_identified(digits: LoadedDat
     summary = generic.summary()
     assert summary["fraction_identified"] < 0.15  # measured 0.03
     assert summary["chance_fraction_recovered"] > 0.7
+    # The identified criterion's own floor, measured the same way on typical digits.
+    assert summary["chance_fraction_identified"] < 0.2
     noisy = train + 0.1 * torch.randn(train.shape, generator=torch.Generator().manual_seed(1))
     copies = match_reconstructions(torch.cat([others, noisy.clamp(0, 1)]), train, reference)
     assert copies.summary()["fraction_identified"] == 1.0
@@ -327,7 +329,7 @@ def test_kip_defense_leaves_the_attack_only_the_distilled_images(tmp_path: Path)
     private = summary["metrics"]
     distilled = summary["declared_training_set"]["metrics"]
     assert summary["train_size"] == 30 and summary["declared_training_set"]["size"] == 10
-    # Measured: private 1 of 30 identified (mean L2 2.06), distilled 10 of 10 (mean L2 1.29),
+    # Measured: private at most 1 of 30 identified (mean L2 2.06), distilled 10 of 10 (1.29),
     # though 29 of 30 private images pass SSIM 0.4 (as do typical digits: chance 1.0).
     assert private["fraction_identified"] <= 0.1, private
     assert distilled["fraction_identified"] >= 0.7, distilled
