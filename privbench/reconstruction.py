@@ -28,8 +28,8 @@ Choices, and the paper each follows:
   digits are identified 2-10% of the time (more as the training set grows); noisy copies of the
   training images (noise sd 0.2) ~95-100%. ``chance_fraction_recovered`` and
   ``chance_fraction_identified`` report both criteria's floors: the fractions "recovered" and
-  "identified" by as many typical reference images as there are candidates (when there are at
-  least twice as many reference images as candidates).
+  "identified" by as many typical reference images as there are candidates (at most half of the
+  reference images; none when that is fewer than the training images).
 - SSIM uses an 11x11 Gaussian window (sigma 1.5, shrunk to the largest odd size that fits
   smaller images), C1 = 0.01^2, C2 = 0.03^2, data range 1, averaged over valid positions.
 
@@ -230,12 +230,14 @@ def match_reconstructions(
             nearest_reference = _to_numpy(
                 torch.cdist(matched.flatten(1).double(), reference).min(1).values
             )
-        if measure_chance and len(reference) >= 2 * len(candidates):
-            # The null: as many typical images the model never saw, checked against the
-            # rest of the reference images (fewer of them, so this floor errs high).
-            decoys = reference[: len(candidates)].float().reshape(candidates.shape)
+        # The null: as many typical images the model never saw as there are candidates (at most
+        # half the reference images), checked against the rest of the reference images (fewer
+        # of them, so this floor errs high).
+        decoy_count = min(len(candidates), len(reference) // 2)
+        if measure_chance and decoy_count >= len(train_x):
+            decoys = reference[:decoy_count].float().reshape(decoy_count, *candidates.shape[1:])
             null = match_reconstructions(
-                decoys, train_x, reference[len(candidates) :].float(), measure_chance=False
+                decoys, train_x, reference[decoy_count:].float(), measure_chance=False
             )
             chance = (null.fraction_above(ssim_threshold), null.identified(ssim_threshold))
     return ReconstructionMatch(
