@@ -17,6 +17,7 @@ import attrs
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -536,6 +537,48 @@ def build_app(registry: Registry) -> typer.Typer:
         console.print(table)
 
     @app.command()
+    def bench(
+        suite_file: Path = typer.Argument(..., help="A suite TOML file (benchmarks/*.toml)."),
+        workspace: Path | None = WorkspaceOption,
+        retry_failed: bool = typer.Option(
+            False, "--retry-failed", help="Run cells an earlier bench recorded as failed again."
+        ),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Run every cell of a suite (validated first); finished cells are not run again."""
+        from privbench.engine.store import Workspace
+        from privbench.suite import load_suite, run_suite
+
+        suite = load_suite(suite_file, registry)
+        ws = Workspace(workspace_path(workspace))
+        counts = {"done": 0, "cached": 0, "failed": 0}
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=quiet,
+        )
+        with progress:
+            task = progress.add_task(f"suite {suite.name}", total=len(suite.cells))
+            for outcome in run_suite(suite, ws, registry, retry_failed=retry_failed):
+                counts[outcome.status] += 1
+                progress.advance(task)
+                if outcome.status == "failed":
+                    console.print(f"[red]failed[/]: {outcome.cell.label}: {outcome.error}")
+                elif outcome.status == "done":
+                    console.print(f"done: {outcome.cell.label} (run {outcome.run_id})")
+        console.print(
+            f"suite {suite.name}: {len(suite.cells)} cells, {counts['done']} run now, "
+            f"{counts['cached']} already recorded, {counts['failed']} failed; "
+            f"results in {ws.database}"
+        )
+        if counts["failed"]:
+            raise typer.Exit(1)
+
+    @app.command()
     def show(
         run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
         workspace: Path | None = WorkspaceOption,
@@ -559,5 +602,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         app = build_app(registry)
         app(args=args, prog_name="privbench")
     except PrivbenchError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
         sys.exit(2)

@@ -74,6 +74,15 @@ CREATE TABLE IF NOT EXISTS reconstructions (
     seconds REAL,
     PRIMARY KEY (run_id, attack)
 );
+CREATE TABLE IF NOT EXISTS suite_cells (
+    suite TEXT NOT NULL,
+    cell TEXT NOT NULL,
+    label TEXT NOT NULL,
+    status TEXT NOT NULL,
+    run_id TEXT REFERENCES runs(id) ON DELETE SET NULL,
+    error TEXT,
+    PRIMARY KEY (suite, cell)
+);
 """
 _COLUMNS = ", ".join(METRIC_COLUMNS)
 _PLACEHOLDERS = ", ".join("?" * len(METRIC_COLUMNS))
@@ -163,6 +172,26 @@ class ResultsDB:
                     summary["seconds"],
                 ),
             )
+
+    def suite_cell(self, suite: str, cell: str) -> sqlite3.Row | None:
+        """What an earlier ``privbench bench`` recorded for one cell of a suite, or None."""
+        return self.connection.execute(
+            "SELECT * FROM suite_cells WHERE suite = ? AND cell = ?", (suite, cell)
+        ).fetchone()
+
+    def record_suite_cell(
+        self,
+        suite: str,
+        cell: str,
+        label: str,
+        status: str,
+        run_id: str | None,
+        error: str | None,
+    ) -> None:
+        self.connection.execute(
+            "INSERT OR REPLACE INTO suite_cells VALUES (?, ?, ?, ?, ?, ?)",
+            (suite, cell, label, status, run_id, error),
+        )
 
     def runs(self, limit: int | None = None) -> list[sqlite3.Row]:
         """Runs, newest first, each with its attacks' names (membership, then reconstruction)

@@ -1,0 +1,285 @@
+"""Benchmark suites: a TOML file that expands into a matrix of audits, run with resume.
+
+A suite holds data only (no executable content)::
+
+    [suite]
+    name = "smoke"
+    seeds = [0]            # one cell per seed
+    shadows = 3            # AuditSpec fields shared by every cell
+    targets = 2
+    population = 200
+
+    [recipe]               # TrainingRecipe fields
+    epochs = 5
+
+    [[datasets]]
+    name = "digits"
+
+    [[models]]
+    name = "small-cnn"
+    options = { width = 8 }
+
+    [[defenses]]
+    name = "none"
+
+    [[attacks]]
+    name = "loss"
+    [[attacks]]
+    name = "lira"
+    options = { variant = "offline" }
+
+Cells are datasets x models x defenses x seeds; each cell runs every attack on one shared pool
+of models (an attack named twice, e.g. LiRA online and offline, gets an audit of its own on the
+same stored models). Every cell is validated (plugin names, options, data, model/data fit)
+before anything trains; an error names the file and the line of the offending entry.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from privbench.engine.audit import Audit, AuditSpec, PluginChoice
+from privbench.engine.store import Workspace, digest
+from privbench.errors import PrivbenchError
+from privbench.interfaces import TrainingRecipe
+from privbench.plugins import Registry, get_registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_SPEC_FIELDS = {"shadows", "targets", "population", "memorization", "paired", "data_root", "device"}
+_LISTS = ("datasets", "models", "defenses", "attacks")
+
+
+class SuiteError(PrivbenchError):
+    """A malformed suite file: the message starts with ``file:line:``."""
+
+
+@attrs.frozen
+class Cell:
+    """One audit of the matrix and the suite entries it came from."""
+
+    key: str
+    """Content address of the spec: a cell already recorded under it is not run again."""
+    label: str
+    spec: AuditSpec
+
+
+@attrs.frozen
+class Suite:
+    name: str
+    path: Path
+    cells: tuple[Cell, ...]
+    rank_by: str = "tpr_at_0_1_fpr"
+    """The metric leaderboards rank by (TPR at 0.1% FPR, as the field now reports)."""
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    """The line where *needle* is a key (``needle =``), else where it first appears."""
+    key = re.compile(rf"^\s*{re.escape(needle)}\s*=")
+    lines = text.splitlines()
+    for number, line in enumerate(lines, 1):
+        if key.match(line):
+            return number
+    for number, line in enumerate(lines, 1):
+        if needle in line:
+            return number
+    return None
+
+
+def _choice(entry: Any, what: str, where: Callable[[str], str]) -> PluginChoice:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise SuiteError(f'{where(what)} each [[{what}]] entry needs name = "..."')
+    unknown = set(entry) - {"name", "options"}
+    if unknown:
+        raise SuiteError(
+            f"{where(sorted(unknown)[0])} [[{what}]] takes only 'name' and 'options', "
+            f"not {', '.join(sorted(unknown))}"
+        )
+    options = entry.get("options", {})
+    if not isinstance(options, dict):
+        raise SuiteError(f"{where(entry['name'])} options of '{entry['name']}' must be a table")
+    return PluginChoice(entry["name"], options)
+
+
+def _describe(choice: PluginChoice) -> str:
+    if not choice.options:
+        return choice.name
+    return f"{choice.name}(" + ", ".join(f"{k}={v}" for k, v in choice.options.items()) + ")"
+
+
+def _attack_groups(attacks: list[PluginChoice]) -> list[tuple[PluginChoice, ...]]:
+    """Attacks split so that no audit holds one name twice (first come, first grouped)."""
+    groups: list[list[PluginChoice]] = []
+    for attack in attacks:
+        for group in groups:
+            if all(a.name != attack.name for a in group):
+                group.append(attack)
+                break
+        else:
+            groups.append([attack])
+    return [tuple(g) for g in groups]
+
+
+def load_suite(path: str | Path, registry: Registry | None = None) -> Suite:
+    """Parse and validate *path*: every cell resolves its plugins and options, loads its data
+    and checks that the model takes it. Raises :class:`SuiteError` naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: no such suite file")
+    text = path.read_text()
+
+    def where(needle: str) -> str:
+        line = _line_of(text, needle)
+        return f"{path}:{line}:" if line else f"{path}:"
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"{path}: not valid TOML: {err}") from None
+    registry = registry or get_registry()
+    unknown = set(data) - {"suite", "recipe", *_LISTS}
+    if unknown:
+        raise SuiteError(f"{where(sorted(unknown)[0])} unknown section '{sorted(unknown)[0]}'")
+    header = dict(data.get("suite", {}))
+    name = header.pop("name", path.stem)
+    seeds = header.pop("seeds", [0])
+    rank_by = header.pop("rank_by", "tpr_at_0_1_fpr")
+    from privbench.results import METRIC_COLUMNS
+
+    if rank_by not in METRIC_COLUMNS:
+        raise SuiteError(
+            f"{where('rank_by')} rank_by '{rank_by}' is not a metric "
+            f"(metrics: {', '.join(METRIC_COLUMNS)})"
+        )
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
+        raise SuiteError(f"{where('seeds')} seeds must be a list of integers")
+    bad = set(header) - _SPEC_FIELDS
+    if bad:
+        raise SuiteError(
+            f"{where(sorted(bad)[0])} unknown [suite] key '{sorted(bad)[0]}' "
+            f"(known: name, seeds, rank_by, {', '.join(sorted(_SPEC_FIELDS))})"
+        )
+    recipe_values = data.get("recipe", {})
+    try:
+        recipe = TrainingRecipe(**recipe_values)
+    except (TypeError, ValueError) as err:
+        culprit = "[recipe]"
+        for key, value in recipe_values.items():
+            try:
+                TrainingRecipe(**{key: value})
+            except (TypeError, ValueError):
+                culprit = key
+                break
+        raise SuiteError(f"{where(culprit)} bad [recipe] value '{culprit}': {err}") from None
+    lists = {}
+    for what in _LISTS:
+        entries = data.get(what)
+        if not isinstance(entries, list) or not entries:
+            raise SuiteError(f"{path}: needs at least one [[{what}]] entry")
+        lists[what] = [_choice(e, what, where) for e in entries]
+    cells = []
+    for dataset in lists["datasets"]:
+        for model in lists["models"]:
+            for defense in lists["defenses"]:
+                for seed in seeds:
+                    for attacks in _attack_groups(lists["attacks"]):
+                        try:
+                            spec = AuditSpec(
+                                dataset=dataset,
+                                model=model,
+                                defense=defense,
+                                attacks=attacks,
+                                recipe=recipe,
+                                seed=seed,
+                                **header,
+                            )
+                        except (TypeError, ValueError) as err:
+                            raise SuiteError(
+                                f"{where('[suite]')} bad [suite] value: {err}"
+                            ) from None
+                        label = (
+                            f"{dataset.name} / {_describe(model)} / {_describe(defense)} / "
+                            f"seed {seed} / " + ", ".join(_describe(a) for a in attacks)
+                        )
+                        key = digest(attrs.asdict(spec))[:16]
+                        cells.append(Cell(key, label, spec))
+    _validate(cells, registry, path, text)
+    return Suite(name, path, tuple(cells), rank_by)
+
+
+def _validate(cells: list[Cell], registry: Registry, path: Path, text: str) -> None:
+    checked: set[tuple[str, ...]] = set()
+    for cell in cells:
+        spec = cell.spec
+        try:
+            audit = Audit.prepare(spec, registry)
+            data_key = (
+                repr(spec.dataset),
+                repr(spec.model),
+                repr(spec.defense),
+                str(spec.population),
+            )
+            if data_key not in checked:
+                dataset, _, _ = audit.load_data()
+                audit.check_model(dataset)
+                checked.add(data_key)
+        except PrivbenchError as err:
+            message = str(err)
+            # The most specific entry the message quotes: an option's line beats its plugin's.
+            quoted = re.findall(r"'([^']+)'", message)
+            lines = [_line_of(text, q) for q in quoted]
+            found = [line for line in lines if line is not None]
+            place = f"{path}:{max(found)}:" if found else f"{path}:"
+            raise SuiteError(f"{place} {message}") from None
+
+
+@attrs.frozen
+class CellOutcome:
+    cell: Cell
+    status: str
+    """done (run now), cached (recorded by an earlier bench) or failed."""
+    run_id: str | None = None
+    error: str | None = None
+
+
+def run_suite(
+    suite: Suite,
+    workspace: Workspace,
+    registry: Registry | None = None,
+    on_cell: Callable[[CellOutcome], None] | None = None,
+    retry_failed: bool = False,
+) -> Iterator[CellOutcome]:
+    """Run every cell not yet recorded for this suite in *workspace*; a failing cell is recorded
+    with its error and the others go on. Models and signals come from the shared store."""
+    from privbench.results import ResultsDB
+
+    registry = registry or get_registry()
+    workspace.create()
+    for cell in suite.cells:
+        with ResultsDB(workspace.database) as db:
+            previous = db.suite_cell(suite.name, cell.key)
+        if previous is not None and (previous["status"] == "done" or not retry_failed):
+            outcome = CellOutcome(cell, "cached" if previous["status"] == "done" else "failed",
+                                  previous["run_id"], previous["error"])  # fmt: skip
+        else:
+            try:
+                result = Audit.prepare(cell.spec, registry).run(workspace)
+                outcome = CellOutcome(cell, "done", result.run_id)
+            except Exception as err:  # one failing cell must not stop the matrix
+                outcome = CellOutcome(cell, "failed", error=f"{type(err).__name__}: {err}")
+            with ResultsDB(workspace.database) as db:
+                db.record_suite_cell(
+                    suite.name, cell.key, cell.label, outcome.status, outcome.run_id, outcome.error
+                )
+        if on_cell is not None:
+            on_cell(outcome)
+        yield outcome

@@ -1,0 +1,190 @@
+"""Benchmark suites: TOML matrices validated before training, run with resume and failure
+isolation (``privbench bench``)."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from privbench.cli import main
+from privbench.plugins import set_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMALL = """
+[suite]
+name = "tiny"
+seeds = [0, 1]
+shadows = 1
+population = 60
+
+[recipe]
+epochs = 1
+
+[[datasets]]
+name = "digits"
+
+[[models]]
+name = "mlp"
+
+[[defenses]]
+name = "none"
+
+[[attacks]]
+name = "loss"
+"""
+
+BROKEN_ATTACK = """
+import os
+from typing import ClassVar
+import attrs
+from privbench import Access, hookimpl
+
+CALLS = []
+
+@attrs.frozen
+class Broken:
+    name: ClassVar[str] = 'broken'
+    description: ClassVar[str] = 'fails at scoring time when told to'
+    access: ClassVar[Access] = Access.LOGITS
+    min_shadows: ClassVar[int] = 0
+    fail: bool = False
+
+    def score(self, context):
+        if self.fail:
+            raise RuntimeError('this cell breaks')
+        CALLS.append(1)
+        if str(len(CALLS)) == os.environ.get('BROKEN_INTERRUPT_AT'):
+            raise KeyboardInterrupt  # as Ctrl-C would, in the middle of a cell
+        return context.target.logits(context.population.x)[:, 0]
+
+@hookimpl
+def register_attacks(register):
+    register(Broken)
+"""
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry():
+    """Each test sees the plugins of its own environment (PRIVBENCH_PLUGINS)."""
+    set_registry(None)
+    yield
+    set_registry(None)
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def cells(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as connection:
+        return sorted(connection.execute("SELECT status, label FROM suite_cells"))
+
+
+@pytest.mark.slow
+def test_the_smoke_suite_runs_once_and_a_rerun_does_no_work(capsys, tmp_path):
+    ws = str(tmp_path / "ws")
+    code, out, err = run_cli(capsys, "bench", str(ROOT / "benchmarks/smoke.toml"), "-w", ws, "-q")
+    assert code == 0, err
+    assert "4 cells, 4 run now, 0 already recorded, 0 failed" in out
+    statuses = cells(tmp_path / "ws" / "privbench.db")
+    assert [s for s, _ in statuses] == ["done"] * 4
+    assert any("lira(variant=online)" in label for _, label in statuses)
+    models = sorted((tmp_path / "ws" / "models").rglob("meta.json"))
+    # none and feature-noise pools of 4 models; the LiRA-online cell reuses its pool.
+    assert len(models) == 8
+    code, out, _ = run_cli(capsys, "bench", str(ROOT / "benchmarks/smoke.toml"), "-w", ws, "-q")
+    assert code == 0 and "4 cells, 0 run now, 4 already recorded, 0 failed" in out
+    assert sorted((tmp_path / "ws" / "models").rglob("meta.json")) == models
+    code, out, _ = run_cli(capsys, "runs", "-w", ws)
+    assert code == 0 and out.count("small-cnn") == 4
+
+
+def test_a_failing_cell_is_recorded_and_the_others_run(capsys, tmp_path, monkeypatch):
+    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
+    suite = tmp_path / "tiny.toml"
+    # The same attack twice: two audits, i.e. two cells, on one pool of models.
+    two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
+    suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+    ws = str(tmp_path / "ws")
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
+    assert code == 1
+    assert "2 cells, 1 run now, 0 already recorded, 1 failed" in out
+    assert "RuntimeError: this cell breaks" in out
+    db = tmp_path / "ws" / "privbench.db"
+    assert [s for s, _ in cells(db)] == ["done", "failed"]
+    with sqlite3.connect(db) as connection:
+        (error,) = connection.execute("SELECT error FROM suite_cells WHERE status = 'failed'")
+    assert "this cell breaks" in error[0]
+    # A rerun leaves the failure recorded without running it again, unless asked to.
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
+    assert code == 1 and "0 run now, 1 already recorded, 1 failed" in out
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "-q", "--retry-failed")
+    assert code == 1 and "0 run now, 1 already recorded, 1 failed" in out
+    assert "RuntimeError: this cell breaks" in out
+
+
+def test_a_suite_interrupted_half_way_resumes_where_it_stopped(capsys, tmp_path, monkeypatch):
+    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "privbench_broken", raising=False)
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SMALL.replace('name = "loss"', 'name = "broken"'))
+    ws = str(tmp_path / "ws")
+    # Two cells (seeds 0 and 1), each scoring two target turns: the third call is in cell 2.
+    monkeypatch.setenv("BROKEN_INTERRUPT_AT", "3")
+    code, _, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
+    assert code == 130  # typer's exit status for Ctrl-C
+    db = tmp_path / "ws" / "privbench.db"
+    assert [s for s, _ in cells(db)] == ["done"]
+    trained = sorted((tmp_path / "ws" / "models").rglob("meta.json"))
+    assert len(trained) == 4  # cell 2's pool was trained and stored before the interrupt
+    monkeypatch.delenv("BROKEN_INTERRUPT_AT")
+    code, out, err = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
+    assert code == 0, err
+    assert "2 cells, 1 run now, 1 already recorded, 0 failed" in out
+    assert sorted((tmp_path / "ws" / "models").rglob("meta.json")) == trained  # none retrained
+    assert [s for s, _ in cells(db)] == ["done", "done"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('name = "loss"', 'name = "lossy"'), ("tiny.toml:21:", "did you mean", "'loss'")),
+        (('name = "mlp"', 'name = "mlp"\noptions = { widht = 3 }'), ("tiny.toml:16:", "widht")),
+        (("epochs = 1", 'epochs = "many"'), ("tiny.toml:9:", "[recipe] value 'epochs'")),
+        (("[recipe]", "[recipes]"), ("tiny.toml:8:", "unknown section 'recipes'")),
+        (
+            ("seeds = [0, 1]", "seeds = [0, 1]\nshadow = 2"),
+            ("tiny.toml:5:", "[suite] key 'shadow'"),
+        ),
+        (("population = 60", "population = 2"), ("tiny.toml:", "population")),
+        (("[[attacks]]", "[[attack]]"), ("tiny.toml:", "attack")),
+        (("epochs = 1", "epochs = = 1"), ("tiny.toml:", "not valid TOML")),
+        (('name = "tiny"', 'name = "tiny"\nrank_by = "auroc"'), ("tiny.toml:4:", "'auroc'")),
+    ],
+)
+def test_malformed_suites_are_rejected_before_any_training(capsys, tmp_path, change, expected):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SMALL.replace(*change))
+    ws = tmp_path / "ws"
+    code, out, err = run_cli(capsys, "bench", str(suite), "-w", str(ws))
+    assert code == 2, out
+    assert len(err.strip().splitlines()) == 1, err
+    for part in expected:
+        assert part in err, err
+    assert not (ws / "models").exists() and not (ws / "privbench.db").exists()
+
+
+def test_a_missing_suite_file_is_one_line(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "bench", str(tmp_path / "nope.toml"))
+    assert code == 2 and "no such suite file" in err and len(err.strip().splitlines()) == 1
