@@ -579,6 +579,39 @@ def build_app(registry: Registry) -> typer.Typer:
             raise typer.Exit(1)
 
     @app.command()
+    def leaderboard(
+        suite_file: Path | None = typer.Argument(
+            None, help="A suite TOML file: only its cells [default: every run in the workspace]."
+        ),
+        workspace: Path | None = WorkspaceOption,
+        fmt: str = typer.Option("md", "--format", "-f", help="md, csv or json"),
+        rank_by: str | None = typer.Option(
+            None, "--rank-by", help="Metric to rank by [default: the suite's, else TPR@0.1%FPR]."
+        ),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
+    ) -> None:
+        """Attack results ranked, with the defended model's test accuracy and the cost."""
+        from privbench import leaderboard as board
+        from privbench.suite import suite_header
+
+        suite_name, by = None, "tpr_at_0_1_fpr"
+        if suite_file is not None:
+            suite_name, by = suite_header(suite_file)
+        by = rank_by or by
+        with open_results(workspace) as db:
+            rows = board.collect(db, suite_name)
+        if not rows:
+            what = f"suite '{suite_name}'" if suite_name else "this workspace"
+            raise PrivbenchError(f"no attack results recorded for {what}; run 'privbench bench'")
+        text = board.render(rows, fmt, by)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+            console.print(f"leaderboard ({len(rows)} rows, ranked by {by}): {output}")
+
+    @app.command()
     def show(
         run_id: str = typer.Argument(..., help="Run id, a unique prefix of one, or 'latest'."),
         workspace: Path | None = WorkspaceOption,

@@ -129,6 +129,18 @@ def _attack_groups(attacks: list[PluginChoice]) -> list[tuple[PluginChoice, ...]
     return [tuple(g) for g in groups]
 
 
+def suite_header(path: str | Path) -> tuple[str, str]:
+    """A suite's name and ranking metric, read without validating its cells."""
+    path = Path(path)
+    try:
+        header = tomllib.loads(path.read_text()).get("suite", {})
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: no such suite file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"{path}: not valid TOML: {err}") from None
+    return header.get("name", path.stem), header.get("rank_by", "tpr_at_0_1_fpr")
+
+
 def load_suite(path: str | Path, registry: Registry | None = None) -> Suite:
     """Parse and validate *path*: every cell resolves its plugins and options, loads its data
     and checks that the model takes it. Raises :class:`SuiteError` naming file and line."""

@@ -3,6 +3,7 @@ isolation (``privbench bench``)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from pathlib import Path
@@ -105,6 +106,28 @@ def test_the_smoke_suite_runs_once_and_a_rerun_does_no_work(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "runs", "-w", ws)
     assert code == 0 and out.count("small-cnn") == 4
 
+    # The leaderboard: one row per defense x attack configuration, ranked, values from the DB.
+    smoke = str(ROOT / "benchmarks/smoke.toml")
+    code, out, err = run_cli(capsys, "leaderboard", smoke, "-w", ws, "--format", "json")
+    assert code == 0, err
+    board = json.loads(out)
+    assert board["rank_by"] == "tpr_at_0_1_fpr" and len(board["rows"]) == 6
+    ranked = [row["tpr_at_0_1_fpr"] for row in board["rows"]]
+    assert ranked == sorted(ranked, reverse=True)
+    with sqlite3.connect(tmp_path / "ws" / "privbench.db") as connection:
+        stored = sorted(connection.execute("SELECT auc FROM results"))
+    assert sorted((row["auc"],) for row in board["rows"]) == stored
+    assert {row["defense"].split("(")[0] for row in board["rows"]} == {"none", "feature-noise"}
+    assert all(0 <= row["test_accuracy"] <= 1 and row["seeds"] == 1 for row in board["rows"])
+    code, out, _ = run_cli(capsys, "leaderboard", smoke, "-w", ws, "--rank-by", "auc", "-f", "csv")
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 7 and lines[0].startswith("dataset,model,defense,attack")
+    aucs = [float(line.rsplit(",", 7)[1]) for line in lines[1:]]
+    assert aucs == sorted(aucs, reverse=True)
+    target = tmp_path / "board.md"
+    code, out, _ = run_cli(capsys, "leaderboard", smoke, "-w", ws, "-o", str(target))
+    assert code == 0 and target.read_text().count("\n| ") == 6
+
 
 def test_a_failing_cell_is_recorded_and_the_others_run(capsys, tmp_path, monkeypatch):
     (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
@@ -183,6 +206,21 @@ def test_malformed_suites_are_rejected_before_any_training(capsys, tmp_path, cha
     for part in expected:
         assert part in err, err
     assert not (ws / "models").exists() and not (ws / "privbench.db").exists()
+
+
+def test_leaderboard_errors_are_one_line(capsys, tmp_path):
+    ws = str(tmp_path / "ws")
+    code, _, err = run_cli(capsys, "leaderboard", "-w", ws)
+    assert code == 2 and "no results database" in err
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SMALL)
+    run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
+    code, _, err = run_cli(capsys, "leaderboard", str(suite), "-w", ws, "--rank-by", "auroc")
+    assert code == 2 and "cannot rank by 'auroc'" in err
+    code, _, err = run_cli(capsys, "leaderboard", str(suite), "-w", ws, "--format", "pdf")
+    assert code == 2 and "unknown format 'pdf'" in err
+    code, _, err = run_cli(capsys, "leaderboard", str(tmp_path / "other.toml"), "-w", ws)
+    assert code == 2 and "no such suite file" in err
 
 
 def test_a_missing_suite_file_is_one_line(capsys, tmp_path):

@@ -1,0 +1,108 @@
+"""Leaderboards: every recorded attack result of a suite (or of a workspace), ranked.
+
+One row per (dataset, model, defense, attack) configuration, its metrics averaged over the seeds
+(cells) that measured it, beside the defended model's clean test accuracy (the privacy/utility
+trade-off) and the attack's cost in seconds. Ranked by TPR at 0.1% FPR unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from privbench.errors import OptionError
+from privbench.results import METRIC_COLUMNS, ResultsDB
+
+FORMATS = ("md", "csv", "json")
+SHOWN = ("tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower")
+
+
+def _label(name: str, options: dict[str, Any]) -> str:
+    if not options:
+        return name
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")"
+
+
+def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
+    """Rows of the leaderboard: the runs a suite recorded (or every run), grouped over seeds."""
+    query = """
+        SELECT runs.id, runs.record, runs.test_accuracy, results.*
+        FROM results JOIN runs ON runs.id = results.run_id
+    """
+    params: tuple[Any, ...] = ()
+    if suite is not None:
+        query += (
+            " WHERE runs.id IN (SELECT run_id FROM suite_cells WHERE suite = ? AND status = 'done')"
+        )
+        params = (suite,)
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in db.connection.execute(query, params):
+        spec = json.loads(row["record"])["spec"]
+        key = (
+            spec["dataset"]["name"],
+            _label(spec["model"]["name"], spec["model"]["options"]),
+            _label(spec["defense"]["name"], spec["defense"]["options"]),
+            _label(row["attack"], json.loads(row["options"])),
+        )
+        groups[key].append(
+            {
+                **{c: row[c] for c in METRIC_COLUMNS},
+                "test_accuracy": row["test_accuracy"],
+                "seconds": row["seconds"],
+                "seed": spec["seed"],
+            }
+        )
+    rows = []
+    for (dataset, model, defense, attack), measured in groups.items():
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "model": model,
+            "defense": defense,
+            "attack": attack,
+            "seeds": len({m["seed"] for m in measured}),
+        }
+        for column in (*METRIC_COLUMNS, "test_accuracy", "seconds"):
+            values = [m[column] for m in measured if m[column] is not None]
+            row[column] = float(np.mean(values)) if values else None
+        rows.append(row)
+    return rows
+
+
+def rank(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
+    if by not in METRIC_COLUMNS:
+        raise OptionError(f"cannot rank by '{by}' (metrics: {', '.join(METRIC_COLUMNS)})")
+    return sorted(rows, key=lambda r: (r[by] is None, -(r[by] or 0.0), r["attack"]))
+
+
+def render(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
+    """The ranked rows as a Markdown table, CSV or JSON."""
+    if fmt not in FORMATS:
+        raise OptionError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")
+    rows = rank(rows, by)
+    if fmt == "json":
+        return json.dumps({"rank_by": by, "rows": rows}, indent=2) + "\n"
+    columns = ["dataset", "model", "defense", "attack", "seeds", by]
+    columns += [c for c in SHOWN if c != by] + ["test_accuracy", "seconds"]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue()
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    text_columns = ("dataset", "model", "defense", "attack")
+    align = ["---" if c in text_columns else "---:" for c in columns]
+    lines = ["| rank | " + " | ".join(columns) + " |", "|---:|" + "|".join(align) + "|"]
+    for position, row in enumerate(rows, 1):
+        lines.append(f"| {position} | " + " | ".join(cell(row[c]) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
