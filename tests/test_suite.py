@@ -226,3 +226,12 @@ def test_leaderboard_errors_are_one_line(capsys, tmp_path):
 def test_a_missing_suite_file_is_one_line(capsys, tmp_path):
     code, _, err = run_cli(capsys, "bench", str(tmp_path / "nope.toml"))
     assert code == 2 and "no such suite file" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["smoke", "digits"])
+def test_the_shipped_suites_are_valid(name):
+    from privbench.suite import load_suite
+
+    suite = load_suite(ROOT / "benchmarks" / f"{name}.toml")
+    assert suite.name == name and suite.cells
+    assert len({cell.key for cell in suite.cells}) == len(suite.cells)
