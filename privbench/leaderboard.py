@@ -13,19 +13,37 @@ import json
 from collections import defaultdict
 from typing import Any
 
+import attrs
 import numpy as np
 
-from privbench.errors import OptionError
+from privbench.errors import OptionError, PrivbenchError
+from privbench.plugins import get_registry
 from privbench.results import METRIC_COLUMNS, ResultsDB
 
 FORMATS = ("md", "csv", "json")
 SHOWN = ("tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower")
 
 
-def _label(name: str, options: dict[str, Any]) -> str:
-    if not options:
+def _defaults(kind: str, name: str) -> dict[str, Any]:
+    """A plugin's option defaults (empty when it is not installed: every option is shown)."""
+    try:
+        cls = get_registry().get(kind, name.split("/")[0]).cls
+    except PrivbenchError:
+        return {}
+    return {
+        f.name: f.default
+        for f in attrs.fields(cls)
+        if f.default is not attrs.NOTHING and not isinstance(f.default, attrs.Factory)  # type: ignore[arg-type]
+    }
+
+
+def _label(kind: str, name: str, options: dict[str, Any]) -> str:
+    """``name(option=value, ...)`` with only the options that differ from the defaults."""
+    defaults = _defaults(kind, name)
+    changed = {k: v for k, v in options.items() if k not in defaults or defaults[k] != v}
+    if not changed:
         return name
-    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in sorted(options.items())) + ")"
+    return f"{name}(" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")"
 
 
 def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
@@ -45,9 +63,9 @@ def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
         spec = json.loads(row["record"])["spec"]
         key = (
             spec["dataset"]["name"],
-            _label(spec["model"]["name"], spec["model"]["options"]),
-            _label(spec["defense"]["name"], spec["defense"]["options"]),
-            _label(row["attack"], json.loads(row["options"])),
+            _label("model", spec["model"]["name"], spec["model"]["options"]),
+            _label("defense", spec["defense"]["name"], spec["defense"]["options"]),
+            _label("attack", row["attack"], json.loads(row["options"])),
         )
         groups[key].append(
             {
