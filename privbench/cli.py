@@ -318,6 +318,19 @@ def run_settings(
     return settings, notes
 
 
+def progress_bars(quiet: bool) -> Progress:
+    """The transient progress display of ``run`` and ``bench`` (on stderr)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
+    )
+
+
 def open_results(workspace: Path | None) -> ResultsDB:
     path = workspace_path(workspace) / "privbench.db"
     if not path.is_file():
@@ -456,15 +469,7 @@ def build_app(registry: Registry) -> typer.Typer:
             raise OptionError(f"bad value: {err.args[0]}") from None
         audit = Audit.prepare(spec, registry)
         ws = Workspace(workspace_path(workspace))
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=quiet,
-        )
+        progress = progress_bars(quiet)
         with progress:
             result = audit.run(ws, progress=progress)
         for note in notes:
@@ -552,15 +557,7 @@ def build_app(registry: Registry) -> typer.Typer:
         suite = load_suite(suite_file, registry)
         ws = Workspace(workspace_path(workspace))
         counts = {"done": 0, "cached": 0, "failed": 0}
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=quiet,
-        )
+        progress = progress_bars(quiet)
         with progress:
             task = progress.add_task(f"suite {suite.name}", total=len(suite.cells))
             for outcome in run_suite(suite, ws, registry, retry_failed=retry_failed):

@@ -49,6 +49,7 @@ from privbench.engine.store import Workspace, digest
 from privbench.errors import PrivbenchError
 from privbench.interfaces import TrainingRecipe
 from privbench.plugins import Registry, get_registry
+from privbench.results import METRIC_COLUMNS, ResultsDB
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -165,8 +166,6 @@ def load_suite(path: str | Path, registry: Registry | None = None) -> Suite:
     name = header.pop("name", path.stem)
     seeds = header.pop("seeds", [0])
     rank_by = header.pop("rank_by", "tpr_at_0_1_fpr")
-    from privbench.results import METRIC_COLUMNS
-
     if rank_by not in METRIC_COLUMNS:
         raise SuiteError(
             f"{where('rank_by')} rank_by '{rank_by}' is not a metric "
@@ -272,8 +271,6 @@ def run_suite(
 ) -> Iterator[CellOutcome]:
     """Run every cell not yet recorded for this suite in *workspace*; a failing cell is recorded
     with its error and the others go on. Models and signals come from the shared store."""
-    from privbench.results import ResultsDB
-
     registry = registry or get_registry()
     workspace.create()
     for cell in suite.cells:

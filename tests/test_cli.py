@@ -6,23 +6,11 @@ import json
 import sqlite3
 
 import pytest
+from conftest import run_cli
 
 from privbench.cli import main
-from privbench.plugins import set_registry
 
-
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    set_registry(None)
-    yield
-    set_registry(None)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def test_run_loss_attack_on_an_overfit_digits_model(tmp_path, capsys):

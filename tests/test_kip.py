@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,23 +42,12 @@ MEMBERS = 200  # at least 10 per class in the draws below (seeds 0, 1): per_clas
 SEEDS = (0, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """KIP's kernels are small (hundreds x hundreds): on the two shared cores of a test machine,
-    a second intra-op thread mostly spins (measured 25x slower under load), so use one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def registry() -> Registry:
-    """Installed plugins, plus this one until its entry point is in pyproject.toml."""
-    registry = Registry.from_environment()
-    if "dataset-distillation" not in registry.names("defense"):
-        registry.load_module("privbench_plugins.defenses.kip")
-    return registry
+    return Registry.from_environment()
 
 
 @pytest.fixture(scope="module")

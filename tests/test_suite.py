@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from privbench.cli import main
-from privbench.plugins import set_registry
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,19 +66,7 @@ def register_attacks(register):
 """
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry():
-    """Each test sees the plugins of its own environment (PRIVBENCH_PLUGINS)."""
-    set_registry(None)
-    yield
-    set_registry(None)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code or 0, out, err
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def cells(db: Path) -> list[tuple[str, str]]:

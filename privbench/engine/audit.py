@@ -519,6 +519,7 @@ class Audit:
         # than to any of them (SSIM alone credits typical images on small inputs).
         reference = torch.cat([dataset.test.x, dataset.train.x])[: self.REFERENCE_IMAGES]
         initial = self.build_model(dataset, splits.model_seed(self.spec.seed, target))
+        initial_digest = tensor_digest(*initial.state_dict().values())
         declared = workspace.stored_tensor(keys[target], DECLARED_TRAINING_SET)
         summaries = []
         for component, attack in self.reconstructions:
@@ -533,7 +534,6 @@ class Audit:
                 input_shape=dataset.input_shape,
                 seed=splits.model_seed(self.spec.seed, 20_000 + target),
             )
-            initial_digest = tensor_digest(*initial.state_dict().values())
             identity = digest([config_dict(attack), context.seed, len(members), initial_digest])
             name = f"reconstruction-{component.name}-{identity[:20]}"
 

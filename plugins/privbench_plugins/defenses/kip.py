@@ -292,13 +292,42 @@ def kip_distill(
     y_s = labels0.clone().requires_grad_(learn_labels)
     if objective == "rkip":
         return _rkip(data, classes, space, x0, labels0, steps, lr, min_distance, distance_weight)
-    optimizer = torch.optim.Adam([x_s, y_s] if learn_labels else [x_s], lr=lr)
     batch = min(batch_size, len(data))
-    losses: list[float] = []
-    for _ in range(steps):
+
+    def kip_loss() -> torch.Tensor:
         index = torch.randperm(len(data), generator=generator)[:batch].to(device)
         prediction = space.kernel(private[index], x_s) @ space.weights(x_s, y_s)
-        loss = (prediction - kip_labels(targets[index], classes)).square().sum(1).mean()
+        return (prediction - kip_labels(targets[index], classes)).square().sum(1).mean()
+
+    extra = [y_s] if learn_labels else []
+    losses = _optimise(x_s, extra, kip_loss, steps, lr, private, min_distance, distance_weight)
+    return Distilled(
+        x=x_s.detach().float().cpu(),
+        labels=y_s.detach().cpu(),
+        initial_x=x0.float(),
+        initial_labels=labels0.cpu(),
+        space=space,
+        losses=losses,
+    )
+
+
+def _optimise(
+    x_s: torch.Tensor,
+    extra: list[torch.Tensor],
+    objective: Callable[[], torch.Tensor],
+    steps: int,
+    lr: float,
+    private: torch.Tensor,
+    min_distance: float,
+    distance_weight: float,
+) -> list[float]:
+    """Adam on the support images (and *extra* parameters) against *objective* plus the
+    distance penalty, the images clamped to [0, 1] after every step; returns the objective's
+    value at every step (without the penalty)."""
+    optimizer = torch.optim.Adam([x_s, *extra], lr=lr)
+    losses: list[float] = []
+    for _ in range(steps):
+        loss = objective()
         total = loss
         if min_distance > 0 and distance_weight > 0:
             total = total + distance_weight * distance_penalty(x_s, private, min_distance)
@@ -308,14 +337,7 @@ def kip_distill(
         with torch.no_grad():
             x_s.clamp_(0.0, 1.0)  # images stay images
         losses.append(float(loss.detach()))
-    return Distilled(
-        x=x_s.detach().float().cpu(),
-        labels=y_s.detach().cpu(),
-        initial_x=x0.float(),
-        initial_labels=labels0.cpu(),
-        space=space,
-        losses=losses,
-    )
+    return losses
 
 
 def _rkip(
@@ -355,21 +377,13 @@ def _rkip(
     del k_tt
     x_s = x0.clone().to(device).requires_grad_(True)
     alpha_s = space.weights(x_s.detach(), labels0).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([x_s, alpha_s], lr=lr)
-    losses: list[float] = []
-    for _ in range(steps):
+
+    def rkip_loss() -> torch.Tensor:
         cross = (alpha_t * (space.kernel(private, x_s) @ alpha_s)).sum()
         own = (alpha_s * (space.kernel(x_s, x_s) @ alpha_s)).sum()
-        loss = (explained - 2 * cross + own) / explained
-        total = loss
-        if min_distance > 0 and distance_weight > 0:
-            total = total + distance_weight * distance_penalty(x_s, private, min_distance)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        with torch.no_grad():
-            x_s.clamp_(0.0, 1.0)
-        losses.append(float(loss.detach()))
+        return (explained - 2 * cross + own) / explained
+
+    losses = _optimise(x_s, [alpha_s], rkip_loss, steps, lr, private, min_distance, distance_weight)
     with torch.no_grad():
         labels = space.kernel(x_s, x_s) @ alpha_s
     return Distilled(
