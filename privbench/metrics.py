@@ -104,6 +104,21 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> float:
     return float(tpr[fpr <= max_fpr].max(initial=0.0))
 
 
+def roc_points(fpr: np.ndarray, tpr: np.ndarray, points: int = 200) -> dict[str, list[float]]:
+    """A compact ROC for storage: TPR on *points* log-spaced FPRs from the smallest non-zero FPR
+    to 1, each the largest TPR among ROC points at or below that FPR (as :func:`tpr_at_fpr`),
+    so a curve redrawn from it never claims more than the attack achieved."""
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    positive = fpr[fpr > 0]
+    floor = positive.min() if positive.size else 1.0
+    grid = np.unique(np.concatenate([[0.0], np.logspace(np.log10(floor), 0.0, points)]))
+    order = np.argsort(fpr, kind="stable")
+    best = np.maximum.accumulate(tpr[order])
+    at = np.searchsorted(fpr[order], grid, side="right") - 1
+    values = np.where(at >= 0, best[np.clip(at, 0, None)], 0.0)
+    return {"fpr": np.round(grid, 8).tolist(), "tpr": np.round(values, 6).tolist()}
+
+
 def _lower(k: np.ndarray, trials: int, alpha: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # beta.ppf at k = 0 is NaN, replaced by np.where
         return np.where(k > 0, beta.ppf(alpha / 2, k, trials - k + 1), 0.0)

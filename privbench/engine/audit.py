@@ -41,7 +41,7 @@ from privbench.interfaces import (
     TrainingRecipe,
 )
 from privbench.memorization import memorization, rank_correlation
-from privbench.metrics import compute_metrics, roc
+from privbench.metrics import compute_metrics, roc, roc_points
 from privbench.options import config_dict
 from privbench.plugins import Component, Registry, get_registry
 from privbench.report import plot_roc, write_json_atomic
@@ -768,6 +768,7 @@ class Audit:
                     "metrics": r.metrics,
                     "per_target": r.per_target,
                     "seconds": r.seconds,
+                    "roc": roc_points(r.fpr, r.tpr),
                 }
                 for r in results
             ],
