@@ -545,28 +545,63 @@ def build_app(registry: Registry) -> typer.Typer:
     def bench(
         suite_file: Path = typer.Argument(..., help="A suite TOML file (benchmarks/*.toml)."),
         workspace: Path | None = WorkspaceOption,
+        executor: str = typer.Option(
+            "local", "--executor", "-e", help="Where jobs run: local or ray (docs/scale.md)."
+        ),
+        max_workers: int | None = typer.Option(
+            None,
+            "--max-workers",
+            "-j",
+            help="Jobs at once [local: 1, in this process; ray: one per cluster CPU].",
+        ),
+        address: str | None = typer.Option(
+            None, "--address", help="Ray cluster to join [default: RAY_ADDRESS, else start one]."
+        ),
         retry_failed: bool = typer.Option(
             False, "--retry-failed", help="Run cells an earlier bench recorded as failed again."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Run every cell of a suite (validated first); finished cells are not run again."""
+        """Run every cell of a suite (validated first): each missing model is trained once,
+        then every cell's attacks run; finished cells are not run again."""
         from privbench.engine.store import Workspace
+        from privbench.executors import create_executor
         from privbench.suite import load_suite, run_suite
 
         suite = load_suite(suite_file, registry)
         ws = Workspace(workspace_path(workspace))
+        runner = create_executor(executor, max_workers=max_workers, address=address)
         counts = {"done": 0, "cached": 0, "failed": 0}
         progress = progress_bars(quiet)
         with progress:
-            task = progress.add_task(f"suite {suite.name}", total=len(suite.cells))
-            for outcome in run_suite(suite, ws, registry, retry_failed=retry_failed):
-                counts[outcome.status] += 1
-                progress.advance(task)
-                if outcome.status == "failed":
-                    console.print(f"[red]failed[/]: {outcome.cell.label}: {outcome.error}")
-                elif outcome.status == "done":
-                    console.print(f"done: {outcome.cell.label} (run {outcome.run_id})")
+            models = progress.add_task("models to train", total=None, visible=False)
+            cells = progress.add_task(f"suite {suite.name}: cells", total=len(suite.cells))
+
+            def planned(to_train: int, to_run: int) -> None:
+                progress.update(models, total=to_train, visible=to_train > 0)
+
+            def trained(job: Any, error: BaseException | None) -> None:
+                progress.advance(models)
+                if error is not None:
+                    console.print(f"[red]model failed[/]: {escape(str(error))}")
+
+            try:
+                outcomes = run_suite(
+                    suite, ws, registry, executor=runner, retry_failed=retry_failed,
+                    on_plan=planned, on_model=trained,
+                )  # fmt: skip
+                for outcome in outcomes:
+                    counts[outcome.status] += 1
+                    progress.advance(cells)
+                    if outcome.status == "failed":
+                        console.print(
+                            f"[red]failed[/]: {escape(outcome.cell.label)}: "
+                            f"{escape(outcome.error or '')}"
+                        )
+                    elif outcome.status == "done":
+                        console.print(f"done: {escape(outcome.cell.label)} (run {outcome.run_id})")
+            finally:
+                runner.close()
         console.print(
             f"suite {suite.name}: {len(suite.cells)} cells, {counts['done']} run now, "
             f"{counts['cached']} already recorded, {counts['failed']} failed; "

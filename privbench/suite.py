@@ -36,6 +36,7 @@ before anything trains; an error names the file and the line of the offending en
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -44,9 +45,10 @@ from typing import Any
 
 import attrs
 
-from privbench.engine.audit import Audit, AuditSpec, PluginChoice
+from privbench.engine.audit import Audit, AuditSpec, PluginChoice, RunResult, insert_run
 from privbench.engine.store import Workspace, digest
 from privbench.errors import PrivbenchError
+from privbench.executors import Executor, InlineExecutor
 from privbench.interfaces import TrainingRecipe
 from privbench.plugins import Registry, get_registry
 from privbench.results import METRIC_COLUMNS, ResultsDB
@@ -262,33 +264,116 @@ class CellOutcome:
     error: str | None = None
 
 
+@attrs.frozen
+class TrainingJob:
+    """One model of one cell's pool, missing from the store: a job of the first wave."""
+
+    spec: AuditSpec
+    index: int
+    key: str
+    workspace: str
+
+
+@attrs.frozen
+class CellJob:
+    """One cell's audit on its stored pool: a job of the second wave."""
+
+    cell: Cell
+    workspace: str
+
+
+def train_model(job: TrainingJob, registry: Registry | None = None) -> bool:
+    """Run one training job (in whichever process the executor chose)."""
+    return Audit.prepare(job.spec, registry).train_model(Workspace(job.workspace), job.index)
+
+
+def run_cell(job: CellJob, registry: Registry | None = None) -> RunResult:
+    """Run one cell's audit; its run folder is written, the database is left to the driver."""
+    return Audit.prepare(job.cell.spec, registry).run(Workspace(job.workspace), insert=False)
+
+
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
 def run_suite(
     suite: Suite,
     workspace: Workspace,
     registry: Registry | None = None,
-    on_cell: Callable[[CellOutcome], None] | None = None,
+    *,
+    executor: Executor | None = None,
     retry_failed: bool = False,
+    on_plan: Callable[[int, int], None] | None = None,
+    on_model: Callable[[TrainingJob, BaseException | None], None] | None = None,
 ) -> Iterator[CellOutcome]:
-    """Run every cell not yet recorded for this suite in *workspace*; a failing cell is recorded
-    with its error and the others go on. Models and signals come from the shared store."""
+    """Run every cell not yet recorded for this suite in *workspace*, in two waves on
+    *executor* (in this process by default): every missing model of every pending cell, each
+    trained once however many cells share it, then every pending cell's attacks. A failing job
+    fails the cells that need it, with its error, and the others go on. *on_plan* hears the
+    number of models to train and cells to run; *on_model* hears each model as it finishes."""
     registry = registry or get_registry()
+    executor = executor or InlineExecutor()
     workspace.create()
+    root = str(workspace.root)
+    pending: list[Cell] = []
     for cell in suite.cells:
         with ResultsDB(workspace.database) as db:
             previous = db.suite_cell(suite.name, cell.key)
         if previous is not None and (previous["status"] == "done" or not retry_failed):
-            outcome = CellOutcome(cell, "cached" if previous["status"] == "done" else "failed",
-                                  previous["run_id"], previous["error"])  # fmt: skip
+            yield CellOutcome(cell, "cached" if previous["status"] == "done" else "failed",
+                              previous["run_id"], previous["error"])  # fmt: skip
         else:
-            try:
-                result = Audit.prepare(cell.spec, registry).run(workspace)
-                outcome = CellOutcome(cell, "done", result.run_id)
-            except Exception as err:  # one failing cell must not stop the matrix
-                outcome = CellOutcome(cell, "failed", error=f"{type(err).__name__}: {err}")
+            pending.append(cell)
+
+    def finish(outcome: CellOutcome, result: RunResult | None = None) -> CellOutcome:
+        def record(db: ResultsDB) -> None:
+            db.record_suite_cell(suite.name, outcome.cell.key, outcome.cell.label,
+                                 outcome.status, outcome.run_id, outcome.error)  # fmt: skip
+
+        if result is not None:
+            insert_run(workspace, result, then=record)  # the run and its cell: one transaction
+        else:
             with ResultsDB(workspace.database) as db:
-                db.record_suite_cell(
-                    suite.name, cell.key, cell.label, outcome.status, outcome.run_id, outcome.error
-                )
-        if on_cell is not None:
-            on_cell(outcome)
-        yield outcome
+                record(db)
+        return outcome
+
+    # Wave 1: the missing models, each once (cells of one pool share them: LiRA online/offline).
+    jobs: dict[str, TrainingJob] = {}
+    needs: dict[str, list[str]] = {}
+    for cell in list(pending):
+        try:
+            keys = Audit.prepare(cell.spec, registry).model_keys()
+        except Exception as err:
+            pending.remove(cell)
+            yield finish(CellOutcome(cell, "failed", error=_error(err)))
+            continue
+        needs[cell.key] = keys
+        for index, key in enumerate(keys):
+            if key not in jobs and not workspace.has_model(key):
+                jobs[key] = TrainingJob(cell.spec, index, key, root)
+    if on_plan is not None:
+        on_plan(len(jobs), len(pending))
+    local = executor.in_process
+    train = functools.partial(train_model, registry=registry) if local else train_model
+    failed: dict[str, str] = {}
+    for job, result in executor.map(train, list(jobs.values())):
+        error = result if isinstance(result, BaseException) else None
+        if error is not None:
+            failed[job.key] = f"model {job.index} of its pool did not train: {_error(error)}"
+        if on_model is not None:
+            on_model(job, error)
+
+    # Wave 2: every cell whose models are all stored.
+    runnable = []
+    for cell in pending:
+        broken = [failed[key] for key in needs[cell.key] if key in failed]
+        if broken:
+            yield finish(CellOutcome(cell, "failed", error=broken[0]))
+        else:
+            runnable.append(CellJob(cell, root))
+    run = functools.partial(run_cell, registry=registry) if local else run_cell
+    for job, result in executor.map(run, runnable):
+        if isinstance(result, BaseException):
+            yield finish(CellOutcome(job.cell, "failed", error=_error(result)))
+        else:
+            yield finish(CellOutcome(job.cell, "done", result.run_id), result)

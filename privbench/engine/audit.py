@@ -292,6 +292,73 @@ class Audit:
             }
         )
 
+    def pool_plan(self) -> tuple[LoadedDataset, TensorData, np.ndarray, np.ndarray]:
+        """The data, population, its indices and the pool's keep-masks (one row per model)."""
+        dataset, population, indices = self.load_data()
+        spec = self.spec
+        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
+        return dataset, population, indices, masks
+
+    def model_keys(self) -> list[str]:
+        """The store keys of the pool's models, in pool order (what a suite plans jobs by)."""
+        _, population, _, masks = self.pool_plan()
+        return [self.model_key(population, keep, index) for index, keep in enumerate(masks)]
+
+    @staticmethod
+    def reference_data(dataset: LoadedDataset, indices: np.ndarray) -> TensorData | None:
+        """The train split outside the population (handed to defenses that need public data)."""
+        outside = np.setdiff1d(np.arange(len(dataset.train)), indices)
+        return dataset.train.subset(outside) if outside.size else None
+
+    def train_model(self, workspace: Workspace, index: int) -> bool:
+        """Train model *index* of the pool into the store unless it is there already (one job
+        of a suite's first wave); True when it trained."""
+        dataset, population, indices, masks = self.pool_plan()
+        key = self.model_key(population, masks[index], index)
+        if workspace.has_model(key):
+            return False
+        workspace.create()
+        reference = self.reference_data(dataset, indices)
+        self._fit(workspace, dataset, population, masks[index], index, key, reference, None)
+        return True
+
+    def _fit(
+        self,
+        workspace: Workspace,
+        dataset: LoadedDataset,
+        population: TensorData,
+        keep: np.ndarray,
+        index: int,
+        key: str,
+        reference: TensorData | None,
+        on_epoch: Callable[[int, int], None] | None,
+    ) -> tuple[Model, dict[str, Any]]:
+        """Train one model by the defense and store it (atomically) under *key*."""
+        model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
+        trainer = StandardTrainer(
+            self.spec.recipe,
+            seed=splits.model_seed(self.spec.seed, index),
+            device=self.device,
+            on_epoch=on_epoch,
+            reference=reference,
+        )
+        started = time.perf_counter()
+        meta = dict(self.defense.fit(model, population.subset(np.flatnonzero(keep)), trainer))
+        meta.update(
+            index=index,
+            members=int(keep.sum()),
+            train_seconds=time.perf_counter() - started,
+            device=str(self.device),
+            privbench=privbench.__version__,
+        )
+        if trainer.declared_training_set is not None:
+            # Before the model: a stored model implies its declared set is stored too.
+            workspace.cached_tensor(
+                key, DECLARED_TRAINING_SET, lambda t=trainer: t.declared_training_set.x
+            )
+        workspace.save_model(key, model.cpu(), meta)
+        return model, meta
+
     def train_pool(
         self,
         workspace: Workspace,
@@ -308,8 +375,8 @@ class Audit:
         pool_task = progress.add_task("models", total=len(masks)) if progress else None
         for index, keep in enumerate(masks):
             key = self.model_key(population, keep, index)
-            model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
             if workspace.has_model(key):
+                model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
                 meta = workspace.load_model(key, model)
             else:
                 epoch_task = (
@@ -322,30 +389,9 @@ class Audit:
                     if progress is not None and task is not None:
                         progress.update(task, completed=done)
 
-                trainer = StandardTrainer(
-                    self.spec.recipe,
-                    seed=splits.model_seed(self.spec.seed, index),
-                    device=self.device,
-                    on_epoch=on_epoch,
-                    reference=reference,
+                model, meta = self._fit(
+                    workspace, dataset, population, keep, index, key, reference, on_epoch
                 )
-                started = time.perf_counter()
-                meta = dict(
-                    self.defense.fit(model, population.subset(np.flatnonzero(keep)), trainer)
-                )
-                meta.update(
-                    index=index,
-                    members=int(keep.sum()),
-                    train_seconds=time.perf_counter() - started,
-                    device=str(self.device),
-                    privbench=privbench.__version__,
-                )
-                if trainer.declared_training_set is not None:
-                    # Before the model: a stored model implies its declared set is stored too.
-                    workspace.cached_tensor(
-                        key, DECLARED_TRAINING_SET, lambda t=trainer: t.declared_training_set.x
-                    )
-                workspace.save_model(key, model.cpu(), meta)
                 trained += 1
                 if progress is not None and epoch_task is not None:
                     progress.remove_task(epoch_task)
@@ -398,17 +444,23 @@ class Audit:
 
     # -- the whole audit ------------------------------------------------------------------------
 
-    def run(self, workspace: Workspace, *, progress: Progress | None = None) -> RunResult:
+    def run(
+        self, workspace: Workspace, *, progress: Progress | None = None, insert: bool = True
+    ) -> RunResult:
+        """The whole audit. With ``insert=False`` the run folder is written but the database is
+        left to the caller (a suite's driver inserts what its workers return)."""
         spec = self.spec
         started = time.perf_counter()
-        dataset, population, indices = self.load_data()
+        dataset, population, indices, masks = self.pool_plan()
         self.check_model(dataset)
         workspace.create()  # only once the audit can start: bad input leaves no folders behind
-        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
-        outside = np.setdiff1d(np.arange(len(dataset.train)), indices)
-        reference = dataset.train.subset(outside) if outside.size else None
         models, keys, metas, trained = self.train_pool(
-            workspace, dataset, population, masks, progress, reference=reference
+            workspace,
+            dataset,
+            population,
+            masks,
+            progress,
+            reference=self.reference_data(dataset, indices),
         )
         training_seconds = time.perf_counter() - started
 
@@ -496,6 +548,7 @@ class Audit:
             analyses,
             tables,
             artifacts,
+            insert=insert,
         )
 
     REFERENCE_IMAGES = 20_000
@@ -725,6 +778,8 @@ class Audit:
         analyses: dict[str, Any],
         tables: dict[str, str],
         artifacts: Mapping[str, Callable[[Path], object]] | None = None,
+        *,
+        insert: bool = True,
     ) -> RunResult:
         spec = self.spec
         created = dt.datetime.now(dt.timezone.utc)
@@ -801,10 +856,21 @@ class Audit:
             os.replace(staging, run_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        try:
-            with ResultsDB(workspace.database) as db:
-                db.insert_run(record, run_dir)
-        except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run is in the database or nowhere
-            raise
-        return RunResult(run_id=run_id, path=run_dir, record=record, attacks=results)
+        result = RunResult(run_id=run_id, path=run_dir, record=record, attacks=results)
+        if insert:
+            insert_run(workspace, result)
+        return result
+
+
+def insert_run(
+    workspace: Workspace, result: RunResult, then: Callable[[ResultsDB], object] = id
+) -> None:
+    """Insert a written run into the database (and do *then* in the same transaction); a run
+    whose insert fails loses its folder: a run is in the database or nowhere."""
+    try:
+        with ResultsDB(workspace.database) as db:
+            db.insert_run(result.record, result.path)
+            then(db)
+    except BaseException:
+        shutil.rmtree(result.path, ignore_errors=True)
+        raise

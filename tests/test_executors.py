@@ -1,0 +1,119 @@
+"""Executors: a suite's jobs in worker processes and on Ray give what the in-process run gives,
+share one store, and isolate failures across process boundaries."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from test_suite import BROKEN_ATTACK, SMALL, cells
+
+from privbench.errors import OptionError
+from privbench.executors import InlineExecutor, create_executor
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.usefixtures("fresh_registry")
+
+
+def models(ws: Path) -> list[str]:
+    return sorted(path.parent.name for path in (ws / "models").rglob("meta.json"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "slurm"}, "unknown executor 'slurm' (executors: local, ray)"),
+        ({"address": "10.0.0.1:6379"}, "--address is for --executor ray"),
+        ({"max_workers": 0}, "--max-workers must be at least 1"),
+    ],
+)
+def test_bad_executor_flags_are_one_line_errors(kwargs, message):
+    with pytest.raises(OptionError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        create_executor(**kwargs)
+
+
+def test_the_inline_executor_reports_a_failing_job_and_runs_the_rest():
+    def invert(x: int) -> float:
+        return 1 / x
+
+    outcomes = list(InlineExecutor().map(invert, [2, 0, 4]))
+    assert [job for job, _ in outcomes] == [2, 0, 4]
+    assert outcomes[0][1] == 0.5 and outcomes[2][1] == 0.25
+    assert isinstance(outcomes[1][1], ZeroDivisionError)
+
+
+def test_worker_processes_share_the_store_with_the_in_process_run(capsys, tmp_path):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SMALL.replace('name = "loss"', 'name = "loss"\n[[attacks]]\nname = "rmia"'))
+    ws = tmp_path / "ws"
+    code, out, err = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q", "-j", "2")
+    assert code == 0, err
+    assert "2 cells, 2 run now, 0 already recorded, 0 failed" in out
+    assert [s for s, _ in cells(ws / "privbench.db")] == ["done", "done"]
+    stored = models(ws)
+    assert len(stored) == 4  # 2 seeds x (1 shadow + 1 target), each trained once
+    # The in-process executor finds every model and every cell where the workers left them.
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q")
+    assert code == 0 and "2 cells, 0 run now, 2 already recorded" in out
+    # A fresh workspace run in-process trains the same models (same content addresses).
+    code, _, err = run_cli(capsys, "bench", str(suite), "-w", str(tmp_path / "again"), "-q")
+    assert code == 0, err
+    assert models(tmp_path / "again") == stored
+    with sqlite3.connect(ws / "privbench.db") as connection:
+        attacks = sorted(connection.execute("SELECT attack FROM results"))
+    assert attacks == [("loss",), ("loss",), ("rmia",), ("rmia",)]
+
+
+def test_a_job_failing_in_a_worker_process_fails_only_its_cell(capsys, tmp_path, monkeypatch):
+    # Worker processes import the plugin too: spawn hands them this sys.path and environment.
+    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
+    suite = tmp_path / "tiny.toml"
+    two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
+    suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+    ws = tmp_path / "ws"
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q", "-j", "2")
+    assert code == 1
+    assert "2 cells, 1 run now, 0 already recorded, 1 failed" in out
+    assert "RuntimeError: this cell breaks" in out
+    assert [s for s, _ in cells(ws / "privbench.db")] == ["done", "failed"]
+
+
+@pytest.mark.slow
+def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypatch):
+    ray = pytest.importorskip(
+        "ray", reason="Ray is not installed: pip install 'privbench[ray]' (make test does)"
+    )
+    # Ray's workers are separate processes started by ray.init: they see this environment.
+    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ws = tmp_path / "ws"
+        smoke = str(ROOT / "benchmarks/smoke.toml")
+        code, out, err = run_cli(capsys, "bench", smoke, "-w", str(ws), "-q", "-e", "ray")
+        assert code == 0, err
+        assert "4 cells, 4 run now, 0 already recorded, 0 failed" in out
+        assert ray.is_initialized()  # the executor joined the test's instance, did not stop it
+        # A task that raises fails its cell with the task's own error; its neighbour runs.
+        suite = tmp_path / "tiny.toml"
+        two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
+        suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+        code, out, _ = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q", "-e", "ray")
+        assert code == 1 and "2 cells, 1 run now, 0 already recorded, 1 failed" in out
+        assert "failed: digits / mlp / none / seed 0 / broken(fail=True): RuntimeError: " in out
+    finally:
+        ray.shutdown()
+    assert [s for s, _ in cells(ws / "privbench.db")] == ["done"] * 5 + ["failed"]
+    assert len(models(ws)) == 8 + 2  # the none and feature-noise pools, each model trained once
+    code, out, _ = run_cli(capsys, "bench", smoke, "-w", str(ws), "-q")
+    assert code == 0 and "4 cells, 0 run now, 4 already recorded" in out
+    code, out, err = run_cli(capsys, "leaderboard", smoke, "-w", str(ws), "-f", "csv")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 7  # header + 2 defenses x 3 attack configurations
