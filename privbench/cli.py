@@ -557,8 +557,14 @@ def build_app(registry: Registry) -> typer.Typer:
         address: str | None = typer.Option(
             None, "--address", help="Ray cluster to join [default: RAY_ADDRESS, else start one]."
         ),
+        data_root: str | None = typer.Option(
+            None, "--data-root", help="Folder holding downloaded datasets [env PRIVBENCH_DATA]."
+        ),
         retry_failed: bool = typer.Option(
             False, "--retry-failed", help="Run cells an earlier bench recorded as failed again."
+        ),
+        plan: bool = typer.Option(
+            False, "--plan", help="Only say which jobs a run would start, and run none."
         ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
@@ -566,10 +572,13 @@ def build_app(registry: Registry) -> typer.Typer:
         then every cell's attacks run; finished cells are not run again."""
         from privbench.engine.store import Workspace
         from privbench.executors import create_executor
-        from privbench.suite import load_suite, run_suite
+        from privbench.suite import load_suite, plan_suite, run_suite
 
-        suite = load_suite(suite_file, registry)
+        suite = load_suite(suite_file, registry, data_root=data_root)
         ws = Workspace(workspace_path(workspace))
+        if plan:
+            print_plan(plan_suite(suite, ws, registry, retry_failed=retry_failed), suite.name)
+            return
         runner = create_executor(executor, max_workers=max_workers, address=address)
         counts = {"done": 0, "cached": 0, "failed": 0}
         progress = progress_bars(quiet)
@@ -577,8 +586,8 @@ def build_app(registry: Registry) -> typer.Typer:
             models = progress.add_task("models to train", total=None, visible=False)
             cells = progress.add_task(f"suite {suite.name}: cells", total=len(suite.cells))
 
-            def planned(to_train: int, to_run: int) -> None:
-                progress.update(models, total=to_train, visible=to_train > 0)
+            def planned(plan: Any) -> None:
+                progress.update(models, total=len(plan.training), visible=bool(plan.training))
 
             def trained(job: Any, error: BaseException | None) -> None:
                 progress.advance(models)
@@ -656,6 +665,23 @@ def build_app(registry: Registry) -> typer.Typer:
 
     registry.call_register_commands(app)
     return app
+
+
+def print_plan(plan: Any, name: str) -> None:
+    """``privbench bench --plan``: the jobs of each wave, before any of them runs."""
+    done = sum(outcome.status == "cached" for outcome in plan.recorded)
+    failed = len(plan.recorded) - done
+    console.print(
+        f"suite {name}: {len(plan.recorded) + len(plan.pending) + len(plan.unplanned)} cells, "
+        f"{done} recorded done, {failed} recorded failed (--retry-failed runs them again)"
+    )
+    console.print(
+        f"wave 1: {len(plan.training)} training jobs ({plan.models - len(plan.training)} of "
+        f"the {plan.models} models the pending cells use are stored already)"
+    )
+    console.print(f"wave 2: {len(plan.pending)} audit jobs (one per pending cell)")
+    for cell, error in plan.unplanned:
+        console.print(f"[red]cannot plan[/] {escape(cell.label)}: {escape(error)}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

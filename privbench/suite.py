@@ -37,6 +37,7 @@ before anything trains; an error names the file and the line of the offending en
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -93,7 +94,7 @@ def _line_of(text: str, needle: str) -> int | None:
         if key.match(line):
             return number
     for number, line in enumerate(lines, 1):
-        if needle in line:
+        if needle in line.split("#")[0]:  # not in a comment that happens to mention it
             return number
     return None
 
@@ -144,9 +145,20 @@ def suite_header(path: str | Path) -> tuple[str, str]:
     return header.get("name", path.stem), header.get("rank_by", "tpr_at_0_1_fpr")
 
 
-def load_suite(path: str | Path, registry: Registry | None = None) -> Suite:
+def load_suite(
+    path: str | Path,
+    registry: Registry | None = None,
+    *,
+    data_root: str | None = None,
+    check_data: bool = True,
+) -> Suite:
     """Parse and validate *path*: every cell resolves its plugins and options, loads its data
-    and checks that the model takes it. Raises :class:`SuiteError` naming file and line."""
+    (unless ``check_data=False``) and checks that the model takes it. Raises
+    :class:`SuiteError` naming file and line.
+
+    The data folder is *data_root*, else the suite's ``data_root``, else ``PRIVBENCH_DATA``,
+    resolved here so that jobs on other machines get the same absolute path. It does not enter
+    a cell's key: moving the data does not make finished cells run again."""
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file")
@@ -199,6 +211,10 @@ def load_suite(path: str | Path, registry: Registry | None = None) -> Suite:
         if not isinstance(entries, list) or not entries:
             raise SuiteError(f"{path}: needs at least one [[{what}]] entry")
         lists[what] = [_choice(e, what, where) for e in entries]
+    root = data_root or header.pop("data_root", None) or os.environ.get("PRIVBENCH_DATA")
+    header.pop("data_root", None)
+    if root:
+        header["data_root"] = str(Path(root).expanduser().resolve())
     cells = []
     for dataset in lists["datasets"]:
         for model in lists["models"]:
@@ -223,13 +239,33 @@ def load_suite(path: str | Path, registry: Registry | None = None) -> Suite:
                             f"{dataset.name} / {_describe(model)} / {_describe(defense)} / "
                             f"seed {seed} / " + ", ".join(_describe(a) for a in attacks)
                         )
-                        key = digest(attrs.asdict(spec))[:16]
+                        key = cell_key(spec)
                         cells.append(Cell(key, label, spec))
-    _validate(cells, registry, path, text)
+    _validate(cells, registry, path, text, check_data)
     return Suite(name, path, tuple(cells), rank_by)
 
 
-def _validate(cells: list[Cell], registry: Registry, path: Path, text: str) -> None:
+def _entry_line(text: str, what: str, name: str) -> int | None:
+    """The line of ``name = "NAME"`` in the first ``[[what]]`` entry that has it."""
+    inside = False
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.split("#")[0].strip()
+        if stripped.startswith("["):
+            inside = stripped == f"[[{what}]]"
+        elif inside and re.fullmatch(rf'name\s*=\s*"{re.escape(name)}"', stripped):
+            return number
+    return None
+
+
+def cell_key(spec: AuditSpec) -> str:
+    """A cell's content address: its spec less where the data lies and which device runs it
+    (neither changes a result; the data's content is in every model's key)."""
+    return digest(attrs.asdict(attrs.evolve(spec, data_root=None, device="auto")))[:16]
+
+
+def _validate(
+    cells: list[Cell], registry: Registry, path: Path, text: str, check_data: bool
+) -> None:
     checked: set[tuple[str, ...]] = set()
     for cell in cells:
         spec = cell.spec
@@ -241,7 +277,7 @@ def _validate(cells: list[Cell], registry: Registry, path: Path, text: str) -> N
                 repr(spec.defense),
                 str(spec.population),
             )
-            if data_key not in checked:
+            if check_data and data_key not in checked:
                 dataset, _, _ = audit.load_data()
                 audit.check_model(dataset)
                 checked.add(data_key)
@@ -250,7 +286,10 @@ def _validate(cells: list[Cell], registry: Registry, path: Path, text: str) -> N
             # The most specific entry the message quotes: an option's line beats its plugin's.
             quoted = re.findall(r"'([^']+)'", message)
             lines = [_line_of(text, q) for q in quoted]
-            found = [line for line in lines if line is not None]
+            # Else the dataset's entry: loading the data is what failed (a missing folder).
+            found = [line for line in lines if line is not None] or [
+                line for line in [_entry_line(text, "datasets", spec.dataset.name)] if line
+            ]
             place = f"{path}:{max(found)}:" if found else f"{path}:"
             raise SuiteError(f"{place} {message}") from None
 
@@ -296,6 +335,61 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+@attrs.frozen
+class SuitePlan:
+    """What a bench would do now: the cells already recorded, the jobs of each wave."""
+
+    recorded: list[CellOutcome]
+    pending: list[Cell]
+    """Cells to run (wave 2), each after its models are stored."""
+    training: list[TrainingJob]
+    """Models missing from the store (wave 1), each once however many cells share it."""
+    needs: dict[str, list[str]]
+    """Cell key -> the store keys of its pool's models."""
+    models: int
+    """Distinct models the pending cells use, stored or not."""
+    unplanned: list[tuple[Cell, str]]
+    """Pending cells whose pool could not be laid out (their data failed to load), and why."""
+
+
+def plan_suite(
+    suite: Suite,
+    workspace: Workspace,
+    registry: Registry | None = None,
+    *,
+    retry_failed: bool = False,
+) -> SuitePlan:
+    """Expand the matrix into jobs against what *workspace* holds (reads, writes nothing)."""
+    registry = registry or get_registry()
+    recorded, pending = [], []
+    for cell in suite.cells:
+        previous = None
+        if workspace.database.is_file():
+            with ResultsDB(workspace.database) as db:
+                previous = db.suite_cell(suite.name, cell.key)
+        if previous is not None and (previous["status"] == "done" or not retry_failed):
+            status = "cached" if previous["status"] == "done" else "failed"
+            recorded.append(CellOutcome(cell, status, previous["run_id"], previous["error"]))
+        else:
+            pending.append(cell)
+    jobs: dict[str, TrainingJob] = {}
+    needs: dict[str, list[str]] = {}
+    unplanned = []
+    for cell in list(pending):
+        try:
+            keys = Audit.prepare(cell.spec, registry).model_keys()
+        except Exception as err:
+            pending.remove(cell)
+            unplanned.append((cell, _error(err)))
+            continue
+        needs[cell.key] = keys
+        for index, key in enumerate(keys):
+            if key not in jobs and not workspace.has_model(key):
+                jobs[key] = TrainingJob(cell.spec, index, key, str(workspace.root))
+    models = len({key for keys in needs.values() for key in keys})
+    return SuitePlan(recorded, pending, list(jobs.values()), needs, models, unplanned)
+
+
 def run_suite(
     suite: Suite,
     workspace: Workspace,
@@ -303,27 +397,19 @@ def run_suite(
     *,
     executor: Executor | None = None,
     retry_failed: bool = False,
-    on_plan: Callable[[int, int], None] | None = None,
+    on_plan: Callable[[SuitePlan], None] | None = None,
     on_model: Callable[[TrainingJob, BaseException | None], None] | None = None,
 ) -> Iterator[CellOutcome]:
     """Run every cell not yet recorded for this suite in *workspace*, in two waves on
     *executor* (in this process by default): every missing model of every pending cell, each
     trained once however many cells share it, then every pending cell's attacks. A failing job
     fails the cells that need it, with its error, and the others go on. *on_plan* hears the
-    number of models to train and cells to run; *on_model* hears each model as it finishes."""
+    plan before any job starts; *on_model* hears each model as it finishes."""
     registry = registry or get_registry()
     executor = executor or InlineExecutor()
     workspace.create()
-    root = str(workspace.root)
-    pending: list[Cell] = []
-    for cell in suite.cells:
-        with ResultsDB(workspace.database) as db:
-            previous = db.suite_cell(suite.name, cell.key)
-        if previous is not None and (previous["status"] == "done" or not retry_failed):
-            yield CellOutcome(cell, "cached" if previous["status"] == "done" else "failed",
-                              previous["run_id"], previous["error"])  # fmt: skip
-        else:
-            pending.append(cell)
+    plan = plan_suite(suite, workspace, registry, retry_failed=retry_failed)
+    yield from plan.recorded
 
     def finish(outcome: CellOutcome, result: RunResult | None = None) -> CellOutcome:
         def record(db: ResultsDB) -> None:
@@ -337,26 +423,15 @@ def run_suite(
                 record(db)
         return outcome
 
-    # Wave 1: the missing models, each once (cells of one pool share them: LiRA online/offline).
-    jobs: dict[str, TrainingJob] = {}
-    needs: dict[str, list[str]] = {}
-    for cell in list(pending):
-        try:
-            keys = Audit.prepare(cell.spec, registry).model_keys()
-        except Exception as err:
-            pending.remove(cell)
-            yield finish(CellOutcome(cell, "failed", error=_error(err)))
-            continue
-        needs[cell.key] = keys
-        for index, key in enumerate(keys):
-            if key not in jobs and not workspace.has_model(key):
-                jobs[key] = TrainingJob(cell.spec, index, key, root)
+    for cell, error in plan.unplanned:
+        yield finish(CellOutcome(cell, "failed", error=error))
     if on_plan is not None:
-        on_plan(len(jobs), len(pending))
+        on_plan(plan)
+    # Wave 1: the missing models.
     local = executor.in_process
     train = functools.partial(train_model, registry=registry) if local else train_model
     failed: dict[str, str] = {}
-    for job, result in executor.map(train, list(jobs.values())):
+    for job, result in executor.map(train, plan.training):
         error = result if isinstance(result, BaseException) else None
         if error is not None:
             failed[job.key] = f"model {job.index} of its pool did not train: {_error(error)}"
@@ -365,12 +440,12 @@ def run_suite(
 
     # Wave 2: every cell whose models are all stored.
     runnable = []
-    for cell in pending:
-        broken = [failed[key] for key in needs[cell.key] if key in failed]
+    for cell in plan.pending:
+        broken = [failed[key] for key in plan.needs[cell.key] if key in failed]
         if broken:
             yield finish(CellOutcome(cell, "failed", error=broken[0]))
         else:
-            runnable.append(CellJob(cell, root))
+            runnable.append(CellJob(cell, str(workspace.root)))
     run = functools.partial(run_cell, registry=registry) if local else run_cell
     for job, result in executor.map(run, runnable):
         if isinstance(result, BaseException):

@@ -161,3 +161,19 @@ def test_local_checkpoint_loads_backbone_and_refits_the_head(tmp_path, registry,
 def test_timm_build_failures_are_one_line_errors(registry):
     with pytest.raises(PrivbenchError, match="timm cannot build 'test_vit_relpos' for 1x8x8"):
         registry.create("model", "timm/test_vit_relpos").create((1, 8, 8), 3)
+
+
+def test_small_input_stem_keeps_cifar_resolution(registry):
+    imagenet = registry.create("model", "timm/resnet18").create((3, 32, 32), 10)
+    cifar = registry.create("model", "timm/resnet18", {"small_input_stem": "true"}).create(
+        (3, 32, 32), 10
+    )
+    x = torch.randn(2, 3, 32, 32)
+    assert imagenet.forward_features(x).shape == (2, 512, 1, 1)
+    assert cifar.forward_features(x).shape == (2, 512, 4, 4)  # stride 8 in all, as He et al.
+    assert cifar(x).shape == (2, 10)
+    assert cifar.conv1.kernel_size == (3, 3) and isinstance(cifar.maxpool, torch.nn.Identity)
+    with pytest.raises(PrivbenchError, match="small_input_stem needs a ResNet stem"):
+        registry.create("model", "timm/test_vit", {"small_input_stem": "true"}).create(
+            (3, 32, 32), 10
+        )

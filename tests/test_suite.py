@@ -158,6 +158,10 @@ def test_a_suite_interrupted_half_way_resumes_where_it_stopped(capsys, tmp_path,
     trained = sorted((tmp_path / "ws" / "models").rglob("meta.json"))
     assert len(trained) == 4  # cell 2's pool was trained and stored before the interrupt
     monkeypatch.delenv("BROKEN_INTERRUPT_AT")
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "--plan")
+    assert code == 0 and "2 cells, 1 recorded done, 0 recorded failed" in out
+    assert "wave 1: 0 training jobs (2 of the 2 models the pending cells use are stored" in out
+    assert "wave 2: 1 audit jobs" in out
     code, out, err = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
     assert code == 0, err
     assert "2 cells, 1 run now, 1 already recorded, 0 failed" in out
@@ -214,10 +218,33 @@ def test_a_missing_suite_file_is_one_line(capsys, tmp_path):
     assert code == 2 and "no such suite file" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name", ["smoke", "digits"])
+@pytest.mark.parametrize("name", ["smoke", "digits", "cifar10", "cifar100"])
 def test_the_shipped_suites_are_valid(name):
     from privbench.suite import load_suite
 
-    suite = load_suite(ROOT / "benchmarks" / f"{name}.toml")
+    # CIFAR is not on a test machine: its suites' plugins and options are checked all the same.
+    suite = load_suite(ROOT / "benchmarks" / f"{name}.toml", check_data="cifar" not in name)
     assert suite.name == name and suite.cells
     assert len({cell.key for cell in suite.cells}) == len(suite.cells)
+
+
+def test_a_paper_scale_suite_without_its_data_says_how_to_provide_it(capsys, tmp_path):
+    ws = tmp_path / "ws"
+    suite = ROOT / "benchmarks" / "cifar10.toml"
+    code, _, err = run_cli(capsys, "bench", str(suite), "-w", str(ws), "--data-root", str(ws))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "cifar10.toml:35: CIFAR-10 not found under" in err
+    assert "cifar-10-batches-py" in err and not ws.exists()
+
+
+def test_where_the_data_lies_is_not_part_of_a_cell(tmp_path, monkeypatch):
+    from privbench.suite import load_suite
+
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SMALL)
+    here = load_suite(suite)
+    monkeypatch.setenv("PRIVBENCH_DATA", str(tmp_path))
+    there = load_suite(suite, data_root=str(tmp_path / "elsewhere"))
+    assert [cell.key for cell in here.cells] == [cell.key for cell in there.cells]
+    assert {cell.spec.data_root for cell in there.cells} == {str(tmp_path / "elsewhere")}
+    assert {cell.spec.data_root for cell in load_suite(suite).cells} == {str(tmp_path)}

@@ -107,6 +107,11 @@ class TimmModel:
         default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
     )
     """Dropout before the classifier."""
+    small_input_stem: bool = False
+    """Replace the ImageNet stem (7x7 stride-2 convolution, then max-pool) with one 3x3
+    stride-1 convolution, as the CIFAR ResNet-18 of the LiRA and Curvature Clues experiments
+    has: on 32x32 images the ImageNet stem leaves the last stage 1x1. For timm's ResNet family
+    (a ``conv1`` convolution and a ``maxpool``)."""
 
     def __attrs_post_init__(self) -> None:
         if self.pretrained and not self.checkpoint:
@@ -133,6 +138,15 @@ class TimmModel:
                 f"timm cannot build '{self.arch}' for {c}x{h}x{w} inputs and {num_classes} "
                 f"classes: {type(err).__name__}: {err}"
             ) from None
+        if self.small_input_stem:
+            stem = getattr(net, "conv1", None)
+            if not isinstance(stem, nn.Conv2d) or not hasattr(net, "maxpool"):
+                raise PrivbenchError(
+                    f"small_input_stem needs a ResNet stem (conv1 and maxpool); timm's "
+                    f"'{self.arch}' has none"
+                )
+            net.conv1 = nn.Conv2d(c, stem.out_channels, 3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
         if self.checkpoint:
             load_local_weights(net, self.checkpoint)
         return net
