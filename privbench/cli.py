@@ -344,6 +344,7 @@ def build_app(registry: Registry) -> typer.Typer:
         help="How much does a trained image classifier leak about its training data?",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # help text is plain: "[default: ...]" must not read as markup
         add_completion=False,
     )
 
@@ -619,13 +620,17 @@ def build_app(registry: Registry) -> typer.Typer:
         if counts["failed"]:
             raise typer.Exit(1)
 
+    from privbench.leaderboard import FORMATS as board_formats
+
     @app.command()
     def leaderboard(
         suite_file: Path | None = typer.Argument(
             None, help="A suite TOML file: only its cells [default: every run in the workspace]."
         ),
         workspace: Path | None = WorkspaceOption,
-        fmt: str = typer.Option("md", "--format", "-f", help="md, csv or json"),
+        fmt: str = typer.Option(
+            "md", "--format", "-f", help=f"{', '.join(board_formats)} (html: a page with plots)."
+        ),
         rank_by: str | None = typer.Option(
             None, "--rank-by", help="Metric to rank by [default: the suite's, else TPR@0.1%FPR]."
         ),
@@ -641,10 +646,11 @@ def build_app(registry: Registry) -> typer.Typer:
         by = rank_by or by
         with open_results(workspace) as db:
             rows = board.collect(db, suite_name)
+            failed = db.failed_cells(suite_name) if suite_name else []
         if not rows:
             what = f"suite '{suite_name}'" if suite_name else "this workspace"
             raise PrivbenchError(f"no attack results recorded for {what}; run 'privbench bench'")
-        text = board.render(rows, fmt, by)
+        text = board.render(rows, fmt, by, suite=suite_name, failed=failed)
         if output is None:
             sys.stdout.write(text)
         else:

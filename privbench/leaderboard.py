@@ -3,6 +3,7 @@
 One row per (dataset, model, defense, attack) configuration, its metrics averaged over the seeds
 (cells) that measured it, beside the defended model's clean test accuracy (the privacy/utility
 trade-off) and the attack's cost in seconds. Ranked by TPR at 0.1% FPR unless told otherwise.
+As Markdown, CSV, JSON or a self-contained HTML page with plots (:mod:`privbench.leaderboard_html`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -20,7 +22,8 @@ from privbench.errors import OptionError, PrivbenchError
 from privbench.plugins import get_registry
 from privbench.results import METRIC_COLUMNS, ResultsDB
 
-FORMATS = ("md", "csv", "json")
+FORMATS = ("md", "csv", "json", "html")
+TEXT_COLUMNS = ("dataset", "model", "defense", "attack")
 SHOWN = ("tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower")
 
 
@@ -60,7 +63,8 @@ def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
         params = (suite,)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in db.connection.execute(query, params):
-        spec = json.loads(row["record"])["spec"]
+        record = json.loads(row["record"])
+        spec = record["spec"]
         key = (
             spec["dataset"]["name"],
             _label("model", spec["model"]["name"], spec["model"]["options"]),
@@ -73,6 +77,10 @@ def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
                 "test_accuracy": row["test_accuracy"],
                 "seconds": row["seconds"],
                 "seed": spec["seed"],
+                # Runs recorded before ROCs were stored have none: their curve is left out.
+                "roc": next(
+                    (a.get("roc") for a in record["attacks"] if a["name"] == row["attack"]), None
+                ),
             }
         )
     rows = []
@@ -87,8 +95,32 @@ def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
         for column in (*METRIC_COLUMNS, "test_accuracy", "seconds"):
             values = [m[column] for m in measured if m[column] is not None]
             row[column] = float(np.mean(values)) if values else None
+        row["roc"] = mean_roc([m["roc"] for m in measured if m["roc"] is not None])
         rows.append(row)
     return rows
+
+
+def mean_roc(curves: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, list[float]] | None:
+    """The seeds' stored ROCs (:func:`privbench.metrics.roc_points`) averaged, or None.
+
+    Each stored curve is a step function (the best TPR at FPR <= x), so it is evaluated as one on
+    the union of the seeds' FPR grids and the TPRs are averaged there: exact for a single seed,
+    and no seed's curve is interpolated above what its attack achieved.
+    """
+    if not curves:
+        return None
+    grid = np.unique(np.concatenate([np.asarray(c["fpr"], dtype=np.float64) for c in curves]))
+    tprs = []
+    for curve in curves:
+        fpr, tpr = np.asarray(curve["fpr"], np.float64), np.asarray(curve["tpr"], np.float64)
+        at = np.searchsorted(fpr, grid, side="right") - 1
+        tprs.append(np.where(at >= 0, tpr[np.clip(at, 0, None)], 0.0))
+    return {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()}
+
+
+def columns(by: str) -> list[str]:
+    """The shown columns after the configuration's: the ranked metric first."""
+    return [*TEXT_COLUMNS, "seeds", by, *(c for c in SHOWN if c != by), "test_accuracy", "seconds"]
 
 
 def rank(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
@@ -97,18 +129,30 @@ def rank(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r[by] is None, -(r[by] or 0.0), r["attack"]))
 
 
-def render(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
-    """The ranked rows as a Markdown table, CSV or JSON."""
+def render(
+    rows: list[dict[str, Any]],
+    fmt: str,
+    by: str,
+    *,
+    suite: str | None = None,
+    failed: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The ranked rows as a Markdown table, CSV, JSON or an HTML page (which alone uses *suite*,
+    its name, and *failed*, its failed cells as ``(label, error)``)."""
     if fmt not in FORMATS:
         raise OptionError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")
+    if fmt == "html":
+        from privbench.leaderboard_html import render_html  # matplotlib only when asked for
+
+        return render_html(rows, by, suite=suite, failed=failed)
     rows = rank(rows, by)
     if fmt == "json":
-        return json.dumps({"rank_by": by, "rows": rows}, indent=2) + "\n"
-    columns = ["dataset", "model", "defense", "attack", "seeds", by]
-    columns += [c for c in SHOWN if c != by] + ["test_accuracy", "seconds"]
+        plain = [{k: v for k, v in row.items() if k != "roc"} for row in rows]
+        return json.dumps({"rank_by": by, "rows": plain}, indent=2) + "\n"
+    shown = columns(by)
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=shown, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue()
@@ -118,9 +162,8 @@ def render(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
             return "-"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    text_columns = ("dataset", "model", "defense", "attack")
-    align = ["---" if c in text_columns else "---:" for c in columns]
-    lines = ["| rank | " + " | ".join(columns) + " |", "|---:|" + "|".join(align) + "|"]
+    align = ["---" if c in TEXT_COLUMNS else "---:" for c in shown]
+    lines = ["| rank | " + " | ".join(shown) + " |", "|---:|" + "|".join(align) + "|"]
     for position, row in enumerate(rows, 1):
-        lines.append(f"| {position} | " + " | ".join(cell(row[c]) for c in columns) + " |")
+        lines.append(f"| {position} | " + " | ".join(cell(row[c]) for c in shown) + " |")
     return "\n".join(lines) + "\n"

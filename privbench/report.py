@@ -47,20 +47,23 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode()))
 
 
-def plot_roc(
+def roc_figure(
     curves: Mapping[str, tuple[ArrayLike, ArrayLike, float | None]],
-    path: str | os.PathLike[str],
     *,
     title: str,
-) -> None:
-    """Log-log ROC curves, ``label -> (fpr, tpr, auc)``, saved as a PNG (``auc`` may be None).
+    colors: Mapping[str, str] | None = None,
+    size: tuple[float, float] = (5.2, 5.0),
+) -> Figure:
+    """Log-log ROC curves, ``label -> (fpr, tpr, auc)``, as a Figure (``auc`` may be None).
 
     Log axes show the low-FPR regime that matters for privacy (Carlini et al. 2022). The axes
     start at the smallest non-zero FPR any curve reaches (about ``1/n_nonmembers``), kept
     within [1e-5, 1e-3] so small runs still show the low-FPR decades and huge ones stay legible.
-    A bare Agg figure, not pyplot: no global backend switch, no figure left open on errors.
+    A bare Agg figure, not pyplot: no global backend switch, no figure left open on errors, and
+    the caller chooses the output (a run's PNG, a leaderboard's inline SVG). *colors* (label ->
+    colour) keeps one attack's colour across several figures; *size* is in inches.
     """
-    figure = Figure(figsize=(5.2, 5.0), dpi=120)
+    figure = Figure(figsize=size, dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     floor = 1.0
@@ -69,7 +72,7 @@ def plot_roc(
         positive = fpr[fpr > 0]
         floor = min(floor, positive.min() if positive.size else 1.0)
         text = f"{label} (AUC {auc:.3f})" if auc is not None else label
-        axes.plot(fpr, tpr, label=text, linewidth=1.5)
+        axes.plot(fpr, tpr, label=text, linewidth=1.5, color=(colors or {}).get(label))
     floor = max(min(floor, 1e-3), 1e-5)
     axes.plot([floor, 1], [floor, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     axes.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.02))
@@ -79,4 +82,15 @@ def plot_roc(
     axes.legend(loc="lower right", fontsize=8)
     axes.grid(True, which="major", alpha=0.3)
     figure.tight_layout()
+    return figure
+
+
+def plot_roc(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike, float | None]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+) -> None:
+    """:func:`roc_figure` saved as a PNG, atomically (a run's ``roc.png``)."""
+    figure = roc_figure(curves, title=title)
     _atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))

@@ -193,6 +193,17 @@ class ResultsDB:
             (suite, cell, label, status, run_id, error),
         )
 
+    def failed_cells(self, suite: str) -> list[tuple[str, str]]:
+        """``(label, error)`` of a suite's cells that failed, so a leaderboard shows its gaps."""
+        return [
+            (row["label"], row["error"] or "")
+            for row in self.connection.execute(
+                "SELECT label, error FROM suite_cells WHERE suite = ? AND status = 'failed' "
+                "ORDER BY label",
+                (suite,),
+            )
+        ]
+
     def runs(self, limit: int | None = None) -> list[sqlite3.Row]:
         """Runs, newest first, each with its attacks' names (membership, then reconstruction)
         and the best membership AUC."""
