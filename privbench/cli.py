@@ -585,20 +585,25 @@ def build_app(registry: Registry) -> typer.Typer:
         progress = progress_bars(quiet)
         with progress:
             models = progress.add_task("models to train", total=None, visible=False)
+            passes = progress.add_task("scoring passes", total=None, visible=False)
             cells = progress.add_task(f"suite {suite.name}: cells", total=len(suite.cells))
 
             def planned(plan: Any) -> None:
                 progress.update(models, total=len(plan.training), visible=bool(plan.training))
+                progress.update(passes, total=len(plan.scoring), visible=bool(plan.scoring))
 
             def trained(job: Any, error: BaseException | None) -> None:
                 progress.advance(models)
                 if error is not None:
                     console.print(f"[red]model failed[/]: {escape(str(error))}")
 
+            def scored(job: Any, error: BaseException | None) -> None:
+                progress.advance(passes)  # a failed pass is left to its cell, which reports it
+
             try:
                 outcomes = run_suite(
                     suite, ws, registry, executor=runner, retry_failed=retry_failed,
-                    on_plan=planned, on_model=trained,
+                    on_plan=planned, on_model=trained, on_score=scored,
                 )  # fmt: skip
                 for outcome in outcomes:
                     counts[outcome.status] += 1
@@ -685,7 +690,8 @@ def print_plan(plan: Any, name: str) -> None:
         f"wave 1: {len(plan.training)} training jobs ({plan.models - len(plan.training)} of "
         f"the {plan.models} models the pending cells use are stored already)"
     )
-    console.print(f"wave 2: {len(plan.pending)} audit jobs (one per pending cell)")
+    console.print(f"wave 2: {len(plan.scoring)} scoring jobs (one pass per model)")
+    console.print(f"wave 3: {len(plan.pending)} audit jobs (one per pending cell)")
     for cell, error in plan.unplanned:
         console.print(f"[red]cannot plan[/] {escape(cell.label)}: {escape(error)}")
 

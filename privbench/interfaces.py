@@ -28,8 +28,8 @@ only through a :class:`ModelView` that refuses anything beyond it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
@@ -384,6 +384,41 @@ class AttackContext:
     not (digits), asking for them raises an OptionError."""
 
 
+@attrs.frozen
+class Signal:
+    """A per-model statistic an attack reads from each model it is given: the population's
+    logits under one query augmentation, or a registered scorer's values with its options.
+
+    An attack may list its signals (``Attack.signals``) so that a suite computes them for every
+    model as jobs of their own, one scoring pass per model, in parallel, before the attack runs
+    and reads them from the cache. Listing them is an optimisation, never a permission: the
+    attack still reads through its views, which enforce its access.
+    """
+
+    kind: Literal["logits", "scores"]
+    name: str
+    """The augmentation (``none``, ``hflip``) for logits; the scorer's name for scores."""
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+    @classmethod
+    def logits(cls, augmentation: str = "none") -> Signal:
+        return cls("logits", augmentation)
+
+    @classmethod
+    def scores(cls, scorer: str, **options: Any) -> Signal:
+        return cls("scores", scorer, options)
+
+    @classmethod
+    def queries(cls, hflip: bool) -> tuple[Signal, ...]:
+        """The logits of one query per sample, and of its mirror with *hflip*."""
+        return (cls.logits("none"), cls.logits("hflip")) if hflip else (cls.logits("none"),)
+
+    def read(self, view: ModelView) -> torch.Tensor:
+        if self.kind == "logits":
+            return view.population_logits(self.name)
+        return view.population_scores(self.name, **self.options)
+
+
 class Attack(Protocol):
     """An attack plugin: membership scores for every population sample, higher = member.
 
@@ -391,6 +426,10 @@ class Attack(Protocol):
     ``min_shadows`` is how many shadow models the attack needs (0 for a threshold attack).
     The engine reads both on the configured instance, so either may be a property that depends
     on the options (LiRA online needs 2 shadows, offline 1).
+
+    Optionally, ``signals(hflip_preserves_label) -> Sequence[Signal]`` lists what ``score``
+    will read from every model (see :class:`Signal`); suites then compute those per model as
+    separate jobs (``docs/scale.md``).
     """
 
     name: ClassVar[str]

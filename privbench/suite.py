@@ -50,7 +50,7 @@ from privbench.engine.audit import Audit, AuditSpec, PluginChoice, RunResult, in
 from privbench.engine.store import Workspace, digest
 from privbench.errors import PrivbenchError
 from privbench.executors import Executor, InlineExecutor
-from privbench.interfaces import TrainingRecipe
+from privbench.interfaces import Signal, TrainingRecipe
 from privbench.plugins import Registry, get_registry
 from privbench.results import METRIC_COLUMNS, ResultsDB
 
@@ -314,6 +314,19 @@ class TrainingJob:
 
 
 @attrs.frozen
+class ScoringJob:
+    """One scoring pass: the signals the pending cells' attacks will read from one stored
+    model (and a target's test logits), computed into the cache. A job of the second wave."""
+
+    spec: AuditSpec
+    index: int
+    key: str
+    signals: tuple[Signal, ...]
+    target: bool
+    workspace: str
+
+
+@attrs.frozen
 class CellJob:
     """One cell's audit on its stored pool: a job of the second wave."""
 
@@ -324,6 +337,12 @@ class CellJob:
 def train_model(job: TrainingJob, registry: Registry | None = None) -> bool:
     """Run one training job (in whichever process the executor chose)."""
     return Audit.prepare(job.spec, registry).train_model(Workspace(job.workspace), job.index)
+
+
+def score_model(job: ScoringJob, registry: Registry | None = None) -> None:
+    """Run one scoring job."""
+    audit = Audit.prepare(job.spec, registry)
+    audit.score_model(Workspace(job.workspace), job.index, job.signals, job.target)
 
 
 def run_cell(job: CellJob, registry: Registry | None = None) -> RunResult:
@@ -344,6 +363,8 @@ class SuitePlan:
     """Cells to run (wave 2), each after its models are stored."""
     training: list[TrainingJob]
     """Models missing from the store (wave 1), each once however many cells share it."""
+    scoring: list[ScoringJob]
+    """One scoring pass per model the pending cells use (wave 2), before the cells (wave 3)."""
     needs: dict[str, list[str]]
     """Cell key -> the store keys of its pool's models."""
     models: int
@@ -373,21 +394,37 @@ def plan_suite(
         else:
             pending.append(cell)
     jobs: dict[str, TrainingJob] = {}
+    scoring: dict[str, ScoringJob] = {}
     needs: dict[str, list[str]] = {}
     unplanned = []
+    root = str(workspace.root)
     for cell in list(pending):
         try:
-            keys = Audit.prepare(cell.spec, registry).model_keys()
+            audit = Audit.prepare(cell.spec, registry)
+            keys = audit.model_keys()
+            wanted = audit.signals()
         except Exception as err:
             pending.remove(cell)
             unplanned.append((cell, _error(err)))
             continue
         needs[cell.key] = keys
+        targets = cell.spec.targets if cell.spec.targets is not None else len(keys)
         for index, key in enumerate(keys):
             if key not in jobs and not workspace.has_model(key):
-                jobs[key] = TrainingJob(cell.spec, index, key, str(workspace.root))
+                jobs[key] = TrainingJob(cell.spec, index, key, root)
+            target = index < targets
+            known = scoring.get(key)
+            if known is None:
+                scoring[key] = ScoringJob(cell.spec, index, key, tuple(wanted), target, root)
+            else:  # another cell on the same pool: the union of what both read
+                more = tuple(s for s in wanted if s not in known.signals)
+                scoring[key] = attrs.evolve(
+                    known, signals=known.signals + more, target=known.target or target
+                )
     models = len({key for keys in needs.values() for key in keys})
-    return SuitePlan(recorded, pending, list(jobs.values()), needs, models, unplanned)
+    return SuitePlan(
+        recorded, pending, list(jobs.values()), list(scoring.values()), needs, models, unplanned
+    )
 
 
 def run_suite(
@@ -399,12 +436,14 @@ def run_suite(
     retry_failed: bool = False,
     on_plan: Callable[[SuitePlan], None] | None = None,
     on_model: Callable[[TrainingJob, BaseException | None], None] | None = None,
+    on_score: Callable[[ScoringJob, BaseException | None], None] | None = None,
 ) -> Iterator[CellOutcome]:
-    """Run every cell not yet recorded for this suite in *workspace*, in two waves on
+    """Run every cell not yet recorded for this suite in *workspace*, in three waves on
     *executor* (in this process by default): every missing model of every pending cell, each
-    trained once however many cells share it, then every pending cell's attacks. A failing job
-    fails the cells that need it, with its error, and the others go on. *on_plan* hears the
-    plan before any job starts; *on_model* hears each model as it finishes."""
+    trained once however many cells share it; one scoring pass per model (the signals the
+    attacks declared); then every pending cell's attacks. A failing job fails the cells that
+    need it, with its error, and the others go on. *on_plan* hears the plan before any job
+    starts; *on_model* and *on_score* hear each training and scoring job as it finishes."""
     registry = registry or get_registry()
     executor = executor or InlineExecutor()
     workspace.create()
@@ -438,7 +477,15 @@ def run_suite(
         if on_model is not None:
             on_model(job, error)
 
-    # Wave 2: every cell whose models are all stored.
+    # Wave 2: one scoring pass per model. Only a head start: a pass that fails leaves its
+    # signals to the cell, which computes them itself or fails with the reason.
+    stored = [job for job in plan.scoring if job.key not in failed]
+    score = functools.partial(score_model, registry=registry) if local else score_model
+    for job, result in executor.map(score, stored):
+        if on_score is not None:
+            on_score(job, result if isinstance(result, BaseException) else None)
+
+    # Wave 3: every cell whose models are all stored.
     runnable = []
     for cell in plan.pending:
         broken = [failed[key] for key in plan.needs[cell.key] if key in failed]

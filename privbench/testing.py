@@ -30,6 +30,7 @@ from privbench.interfaces import (
     Model,
     ModelView,
     ReconstructionContext,
+    Signal,
     TensorData,
     TrainingRecipe,
 )
@@ -143,7 +144,8 @@ def check_scorer(cls: type, **options: Any) -> torch.Tensor:
 def check_attack(
     cls: type, shadows: int | None = None, registry: Registry | None = None, **options: Any
 ) -> np.ndarray:
-    """``score`` returns one finite score per population sample using only declared access.
+    """``score`` returns one finite score per population sample using only declared access,
+    and reads no per-model signal that its ``signals()`` (if it has one) leaves out.
 
     Scorers an attack asks for by name are looked up in *registry* (the installed plugins by
     default), as the engine does. An attack that defines ``reconstruct`` instead is handed to
@@ -161,10 +163,13 @@ def check_attack(
     rng = np.random.default_rng(0)
     population = TensorData(torch.rand(20, 1, 8, 8), torch.arange(20) % 3)
 
+    read: list[Signal] = []
+
     def view(model: Model, access: Access) -> ModelView:
         cache: dict[str, torch.Tensor] = {}
 
         def population_logits(augmentation: str) -> torch.Tensor:
+            read.append(Signal.logits(augmentation))
             if augmentation not in cache:
                 x = population.x.flip(-1) if augmentation == "hflip" else population.x
                 cache[augmentation] = ModelView(model, Access.LOGITS).logits(x)
@@ -173,6 +178,7 @@ def check_attack(
         def population_signal(
             requester: ModelView, name: str, opts: dict[str, Any]
         ) -> torch.Tensor:
+            read.append(Signal.scores(name, **opts))
             return run_scorer(scorer_for(registry, requester, name, opts), requester, population)
 
         return ModelView(
@@ -193,6 +199,14 @@ def check_attack(
     scores = np.asarray(attack.score(context), dtype=np.float64)
     assert scores.shape == (20,), f"{cls.name}: one score per sample, got {scores.shape}"
     assert not np.isnan(scores).any(), f"{cls.name}: NaN scores"
+    declared = getattr(attack, "signals", None)
+    if callable(declared):
+        listed = list(declared(context.hflip_preserves_label))
+        missing = [signal for signal in read if signal not in listed]
+        assert not missing, (
+            f"{cls.name}: score() read {missing[0]}, which signals() does not list "
+            "(a suite would not compute it ahead)"
+        )
     return scores
 
 

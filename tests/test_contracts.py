@@ -122,3 +122,36 @@ def test_the_kit_catches_broken_reconstruction_attacks():
 
     with pytest.raises(AssertionError, match="without parameter access"):
         testing.check_attack(Peeking)
+
+
+def test_an_attack_reading_a_signal_it_does_not_list_breaks_the_contract():
+    import attrs
+
+    from privbench import Access, Signal
+
+    @attrs.frozen
+    class Mirrored:
+        """Lists the plain logits but also reads the mirrored ones."""
+
+        name = "mirrored"
+        description = "reads more than signals() says"
+        access = Access.LOGITS
+        min_shadows = 0
+
+        def signals(self, hflip_preserves_label):
+            return (Signal.logits("none"),)
+
+        def score(self, context):
+            plain = context.target.population_logits("none")
+            mirrored = context.target.population_logits("hflip")
+            return (plain + mirrored).max(1).values.numpy()
+
+    with pytest.raises(AssertionError, match="signals\\(\\) does not list"):
+        testing.check_attack(Mirrored)
+
+    @attrs.frozen
+    class Listed(Mirrored):
+        def signals(self, hflip_preserves_label):
+            return Signal.queries(hflip=True)
+
+    assert testing.check_attack(Listed).shape == (20,)

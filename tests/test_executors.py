@@ -117,3 +117,49 @@ def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypa
     code, out, err = run_cli(capsys, "leaderboard", smoke, "-w", str(ws), "-f", "csv")
     assert code == 0, err
     assert len(out.strip().splitlines()) == 7  # header + 2 defenses x 3 attack configurations
+
+
+def test_scoring_passes_leave_the_cells_no_model_to_query(tmp_path, monkeypatch):
+    from privbench.engine.store import Workspace
+    from privbench.interfaces import ModelView
+    from privbench.suite import load_suite, run_suite
+
+    suite_file = tmp_path / "tiny.toml"
+    three = (
+        'name = "loss"\n[[attacks]]\nname = "lira"\noptions = { variant = "offline" }\n'
+        '[[attacks]]\nname = "rmia"'
+    )
+    suite_file.write_text(SMALL.replace('name = "loss"', three).replace("[0, 1]", "[0]"))
+    suite = load_suite(suite_file)
+    queries = {"scoring": 0, "cells": 0}
+    phase = ["training"]
+    original = ModelView.logits
+
+    def counted(self, x):
+        if phase[0] != "training":
+            queries[phase[0]] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(ModelView, "logits", counted)
+    plans = []
+
+    def scored(job, error):
+        assert error is None, error
+        plans[0].remove(job)
+        if not plans[0]:
+            phase[0] = "cells"  # every pass is done: the cell must find all it reads cached
+
+    outcomes = list(
+        run_suite(
+            suite,
+            Workspace(tmp_path / "ws"),
+            on_plan=lambda plan: plans.append(list(plan.scoring)),
+            on_model=lambda job, error: phase.__setitem__(0, "scoring"),
+            on_score=scored,
+        )
+    )
+    assert [outcome.status for outcome in outcomes] == ["done"]
+    assert plans == [[]]  # every planned pass ran (and reported) before the cell
+    # Two models, each a target in turn: per model its population logits (loss, RMIA),
+    # LiRA's logit-confidence scorer pass and its test-split logits; nothing left for the cell.
+    assert queries == {"scoring": 6, "cells": 0}

@@ -161,7 +161,7 @@ def test_a_suite_interrupted_half_way_resumes_where_it_stopped(capsys, tmp_path,
     code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "--plan")
     assert code == 0 and "2 cells, 1 recorded done, 0 recorded failed" in out
     assert "wave 1: 0 training jobs (2 of the 2 models the pending cells use are stored" in out
-    assert "wave 2: 1 audit jobs" in out
+    assert "wave 2: 2 scoring jobs" in out and "wave 3: 1 audit jobs" in out
     code, out, err = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
     assert code == 0, err
     assert "2 cells, 1 run now, 1 already recorded, 0 failed" in out

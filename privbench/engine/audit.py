@@ -37,6 +37,7 @@ from privbench.interfaces import (
     Model,
     ModelView,
     ReconstructionContext,
+    Signal,
     TensorData,
     TrainingRecipe,
 )
@@ -321,6 +322,45 @@ class Audit:
         reference = self.reference_data(dataset, indices)
         self._fit(workspace, dataset, population, masks[index], index, key, reference, None)
         return True
+
+    def signals(self) -> list[Signal]:
+        """What this audit's attacks will read from every model, as far as they say
+        (:class:`~privbench.interfaces.Signal`); call after :meth:`load_data`."""
+        wanted: list[Signal] = []
+        for _, attack in self.attacks:
+            declared = getattr(attack, "signals", None)
+            if callable(declared):
+                wanted += [s for s in declared(self.hflip_preserves_label) if s not in wanted]
+        return wanted
+
+    def score_model(
+        self, workspace: Workspace, index: int, wanted: Sequence[Signal], target: bool
+    ) -> None:
+        """One scoring pass (a job of a suite's second wave): compute *wanted* for stored model
+        *index* into the signal cache, and a *target*'s test-split logits, so that the cell's
+        audit finds them there."""
+        dataset, population, _, masks = self.pool_plan()
+        key = self.model_key(population, masks[index], index)
+        model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
+        workspace.load_model(key, model)
+        released = self.defense.release(model.to(self.device).eval())
+        # Full access, as for a shadow: the cache is per model; each attack's view still
+        # checks its own access when it reads.
+        view = self.view(workspace, released, key, population, Access.PARAMETERS)
+        for signal in wanted:
+            signal.read(view)
+        if target:
+            self.test_logits(workspace, view, key, dataset)
+
+    def test_logits(
+        self, workspace: Workspace, view: ModelView, key: str, dataset: LoadedDataset
+    ) -> torch.Tensor:
+        """The released model's logits on the test split (cached): its utility."""
+        return workspace.cached_tensor(
+            key,
+            f"test-{self.data_digest(dataset.test)[:16]}",
+            lambda: view.logits(dataset.test.x),
+        )
 
     def _fit(
         self,
@@ -753,11 +793,7 @@ class Audit:
             train_acc.append(
                 float((predictions == population.y)[torch.from_numpy(masks[t])].float().mean())
             )
-            test_logits = workspace.cached_tensor(
-                keys[t],
-                f"test-{self.data_digest(dataset.test)[:16]}",
-                lambda view=view: view.logits(dataset.test.x),
-            )
+            test_logits = self.test_logits(workspace, view, keys[t], dataset)
             test_acc.append(float((test_logits.argmax(1) == dataset.test.y).float().mean()))
         return {
             "train_accuracy": float(np.mean(train_acc)),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from privbench import Access, AttackContext, ModelView, hookimpl
+from privbench import Access, AttackContext, ModelView, Signal, hookimpl
 
 Statistic = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 """A per-sample statistic of ``(logits, labels)``."""
@@ -112,6 +112,9 @@ class SablayrollesAttack:
     hflip: bool = False
     """Average the logits of the image and its mirror (only where mirroring keeps the label)."""
 
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.hflip)
+
     def score(self, context: AttackContext) -> np.ndarray:
         values, keep = _shadow_values(context, cross_entropy, self.hflip)
         tau = (_masked_mean(values, keep, "IN") + _masked_mean(values, ~keep, "OUT")) / 2
@@ -136,6 +139,9 @@ class WatsonAttack:
 
     hflip: bool = False
     """Average the logits of the image and its mirror (only where mirroring keeps the label)."""
+
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.hflip)
 
     def score(self, context: AttackContext) -> np.ndarray:
         values, keep = _shadow_values(context, cross_entropy, self.hflip)
@@ -204,6 +210,9 @@ class YeAttackR:
     hflip: bool = False
     """Average the logits of the image and its mirror (only where mirroring keeps the label)."""
 
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.hflip)
+
     def score(self, context: AttackContext) -> np.ndarray:
         values, keep = _shadow_values(context, cross_entropy, self.hflip)
         out = ~keep
@@ -250,6 +259,9 @@ class SongMittalAttack:
     """One threshold per class (the paper's attack) instead of one for all classes."""
     hflip: bool = False
     """Average the logits of the image and its mirror (only where mirroring keeps the label)."""
+
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.hflip)
 
     def score(self, context: AttackContext) -> np.ndarray:
         y = context.population.y

@@ -38,7 +38,7 @@ import attrs
 import numpy as np
 from scipy.special import logsumexp
 
-from privbench import Access, AttackContext, ModelView, OptionError, hookimpl
+from privbench import Access, AttackContext, ModelView, OptionError, Signal, hookimpl
 
 EPS = 1e-22
 """The notebooks' ``eps``: inside the log and in the LR's denominator."""
@@ -128,6 +128,12 @@ class CurvatureAttack:
         values = view.population_scores("curvature", **self.scorer_options(hflip))
         values = values.double().numpy().reshape(values.shape[0], -1)
         return np.log(np.abs(values) + EPS)
+
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        hflip = hflip_preserves_label if self.hflip is None else self.hflip
+        if hflip and not hflip_preserves_label:
+            return ()  # score() refuses with the reason
+        return (Signal.scores("curvature", **self.scorer_options(hflip)),)
 
     def score(self, context: AttackContext) -> np.ndarray:
         hflip = context.hflip_preserves_label if self.hflip is None else self.hflip

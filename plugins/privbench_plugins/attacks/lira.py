@@ -31,7 +31,7 @@ import attrs
 import numpy as np
 from scipy.special import log_ndtr
 
-from privbench import Access, AttackContext, ModelView, OptionError, hookimpl
+from privbench import Access, AttackContext, ModelView, OptionError, Signal, hookimpl
 
 GLOBAL_VARIANCE_BELOW = 64
 """Carlini et al. find a variance shared by all samples ("fixed"/global variance) better than
@@ -162,6 +162,11 @@ class LiRA:
     @property
     def min_shadows(self) -> int:
         return 2 if self.variant == "online" else 1
+
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        if "hflip" in self.augment and not hflip_preserves_label:
+            return ()  # score() refuses with the reason
+        return (Signal.scores("logit-confidence", augment=self.augment, reduce="keep"),)
 
     def score(self, context: AttackContext) -> np.ndarray:
         if "hflip" in self.augment and not context.hflip_preserves_label:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from privbench import Access, AttackContext, hookimpl
+from privbench import Access, AttackContext, Signal, hookimpl
 
 
 def _logits(context: AttackContext, use_hflip: bool) -> torch.Tensor:
@@ -39,6 +39,9 @@ class LossAttack:
     hflip: bool = False
     """Average the logits of the image and its mirror (only where mirroring keeps the label)."""
 
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.hflip)
+
     def score(self, context: AttackContext) -> np.ndarray:
         logits = _logits(context, self.hflip)
         loss = F.cross_entropy(logits, context.population.y, reduction="none")
@@ -60,6 +63,9 @@ class ConfidenceAttack:
 
     temperature: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     hflip: bool = False
+
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.hflip)
 
     def score(self, context: AttackContext) -> np.ndarray:
         probs = torch.softmax(context.target.population_logits("none") / self.temperature, dim=1)

@@ -37,7 +37,7 @@ import attrs
 import numpy as np
 import torch
 
-from privbench import Access, AttackContext, ModelView, hookimpl
+from privbench import Access, AttackContext, ModelView, Signal, hookimpl
 
 _TINY = np.finfo(np.float64).tiny
 
@@ -122,6 +122,9 @@ class RMIA:
     """Softmax temperature for Pr(x | theta)."""
     augment: Literal["none", "hflip"] = "none"
     """Queries per sample: the image, or the image and its mirror (probabilities averaged)."""
+
+    def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
+        return Signal.queries(self.augment == "hflip")
 
     def score(self, context: AttackContext) -> np.ndarray:
         labels = context.population.y
