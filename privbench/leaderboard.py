@@ -2,7 +2,9 @@
 
 One row per (dataset, model, defense, attack) configuration, its metrics averaged over the seeds
 (cells) that measured it, beside the defended model's clean test accuracy (the privacy/utility
-trade-off) and the attack's cost in seconds. Ranked by TPR at 0.1% FPR unless told otherwise.
+trade-off) and the attack's cost in seconds (its own work plus computing the signals it reads,
+wherever that happened: see ``Audit.signal_seconds``). Ranked by TPR at 0.1% FPR unless told
+otherwise.
 As Markdown, CSV, JSON or a self-contained HTML page with plots (:mod:`privbench.leaderboard_html`).
 """
 

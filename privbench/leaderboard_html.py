@@ -179,7 +179,7 @@ def _roc_figures(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
             _plain(r["attack"]): (r["roc"]["fpr"], r["roc"]["tpr"], r["auc"])
             for r in sorted(members, key=lambda r: r["attack"])
         }
-        title = _plain(f"{dataset} / {model} / defense {defense}")
+        title = _plain(f"defense {defense}")  # the caption names the dataset and model
         figure = roc_figure(curves, title=title, colors=colors, size=(4.3, 4.1))
         svg = _svg(figure, f"privbench-roc-{index}")
         caption = f"{escape(dataset)} · {escape(model)} · defense <b>{escape(defense)}</b>"

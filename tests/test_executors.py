@@ -163,3 +163,11 @@ def test_scoring_passes_leave_the_cells_no_model_to_query(tmp_path, monkeypatch)
     # Two models, each a target in turn: per model its population logits (loss, RMIA),
     # LiRA's logit-confidence scorer pass and its test-split logits; nothing left for the cell.
     assert queries == {"scoring": 6, "cells": 0}
+    # The attack's cost still counts the signals it read, though a scoring pass computed them.
+    ws = Workspace(tmp_path / "ws")
+    with sqlite3.connect(ws.database) as connection:
+        ((lira_seconds,),) = connection.execute("SELECT seconds FROM results WHERE attack='lira'")
+    stored = sorted(ws.signals.rglob("scorer-logit-confidence-*.safetensors"))
+    spent = [ws.tensor_seconds(path.parent.name, path.stem) for path in stored]
+    assert len(spent) == 2 and all(s is not None and s > 0 for s in spent)
+    assert lira_seconds >= sum(spent)

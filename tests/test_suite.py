@@ -113,6 +113,11 @@ def test_the_smoke_suite_runs_once_and_a_rerun_does_no_work(capsys, tmp_path):
     target = tmp_path / "board.md"
     code, out, _ = run_cli(capsys, "leaderboard", smoke, "-w", ws, "-o", str(target))
     assert code == 0 and target.read_text().count("\n| ") == 6
+    # The whole workspace as a page (tests/test_leaderboard_html.py drives it in a browser).
+    code, out, err = run_cli(capsys, "leaderboard", "-w", ws, "--format", "html")
+    assert code == 0, err
+    assert out.startswith("<!doctype html>") and out.count("<svg") == 3  # 2 ROC figures, 1 scatter
+    assert out.count("<tr") - out.count("<thead") == 6
 
 
 def test_a_failing_cell_is_recorded_and_the_others_run(capsys, tmp_path, monkeypatch):

@@ -352,6 +352,25 @@ class Audit:
         if target:
             self.test_logits(workspace, view, key, dataset)
 
+    def signal_seconds(
+        self, workspace: Workspace, attack: Any, keys: Sequence[str], population: TensorData
+    ) -> float | None:
+        """Seconds it took to compute the signals *attack* lists on the models *keys*, or None
+        when it lists none (its cost is then simply its wall time)."""
+        declared = getattr(attack, "signals", None)
+        if not callable(declared):
+            return None
+        wanted = declared(self.hflip_preserves_label)
+        names = [self.signal_cache_name(signal, population) for signal in wanted]
+        return sum(workspace.tensor_seconds(key, name) or 0.0 for key in keys for name in names)
+
+    def signal_cache_name(self, signal: Signal, population: TensorData) -> str:
+        """The name a model's *signal* on *population* is cached under."""
+        if signal.kind == "logits":
+            return f"population-{signal.name}-{self.data_digest(population)[:16]}"
+        scorer = self.registry.create("scorer", signal.name, signal.options)
+        return signals.signal_name(scorer, self.data_digest(population))
+
     def test_logits(
         self, workspace: Workspace, view: ModelView, key: str, dataset: LoadedDataset
     ) -> torch.Tensor:
@@ -458,7 +477,7 @@ class Audit:
             full = ModelView(model, Access.LOGITS, device=self.device)
             return workspace.cached_tensor(
                 key,
-                f"population-{augmentation}-{self.data_digest(population)[:16]}",
+                self.signal_cache_name(Signal.logits(augmentation), population),
                 lambda: full.logits(x),
             )
 
@@ -528,9 +547,11 @@ class Audit:
         )
         for component, attack in self.attacks:
             attack_started = time.perf_counter()
-            scores, truth = [], []
+            computed_before = workspace.compute_seconds
+            scores, truth, used = [], [], set()
             for t in targets:
                 others = splits.shadow_indices(spec.pool_size, t, paired=spec.paired)
+                used.update([t, *others])
                 context = AttackContext(
                     target=self.view(workspace, models[t], keys[t], population, attack.access),
                     shadows=[
@@ -559,6 +580,14 @@ class Audit:
                 compute_metrics(s, m).as_dict() for s, m in zip(scores, truth, strict=True)
             ]
             fpr, tpr, _ = roc(all_scores, all_truth)
+            seconds = time.perf_counter() - attack_started
+            signal_seconds = self.signal_seconds(
+                workspace, attack, [keys[m] for m in used], population
+            )
+            if signal_seconds is not None:
+                # Its cost from scratch, wherever its signals were computed (here, in a suite's
+                # scoring pass, by another attack): its own work plus every signal it reads.
+                seconds += signal_seconds - (workspace.compute_seconds - computed_before)
             results.append(
                 AttackResult(
                     name=component.name,
@@ -566,7 +595,7 @@ class Audit:
                     options=config_dict(attack),
                     metrics=metrics.as_dict(),
                     per_target=summarize(per_target),
-                    seconds=time.perf_counter() - attack_started,
+                    seconds=seconds,
                     fpr=fpr,
                     tpr=tpr,
                 )

@@ -14,11 +14,13 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 STORE_FORMAT = 1
@@ -57,6 +59,9 @@ class Workspace:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.compute_seconds = 0.0
+        """Seconds this object spent computing tensors it cached (outermost computations)."""
+        self._computing = 0
         self.models = self.root / "models"
         self.signals = self.root / "signals"
         self.runs = self.root / "runs"
@@ -106,6 +111,15 @@ class Workspace:
         path = self.signals / key[:2] / key / f"{name}.safetensors"
         return load_file(str(path))["value"] if path.is_file() else None
 
+    def tensor_seconds(self, key: str, name: str) -> float | None:
+        """Seconds it took to compute the tensor stored as *name* beside model *key*."""
+        path = self.signals / key[:2] / key / f"{name}.safetensors"
+        if not path.is_file():
+            return None
+        with safe_open(str(path), "pt") as handle:
+            seconds = (handle.metadata() or {}).get("seconds")
+        return float(seconds) if seconds is not None else None
+
     def cached_tensor(
         self, key: str, name: str, compute: Callable[[], torch.Tensor]
     ) -> torch.Tensor:
@@ -114,12 +128,21 @@ class Workspace:
         if stored is not None:
             return stored
         path = self.signals / key[:2] / key / f"{name}.safetensors"
-        value = compute().detach().cpu().contiguous()
+        started = time.perf_counter()
+        self._computing += 1
+        try:
+            value = compute().detach().cpu().contiguous()
+        finally:
+            self._computing -= 1
+        seconds = time.perf_counter() - started
+        if not self._computing:  # a computation inside another is already in the outer time
+            self.compute_seconds += seconds
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            save_file({"value": value}, tmp)
+            # What it cost is kept with it: an attack's cost counts the signals it reads.
+            save_file({"value": value}, tmp, metadata={"seconds": repr(seconds)})
             _fsync_file(Path(tmp))
             os.replace(tmp, path)
         finally:
