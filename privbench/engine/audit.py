@@ -108,8 +108,11 @@ class AttackResult:
     """``{"mean": ..., "std": ...}`` of each metric over the targets (Curvature Clues reports
     mean +- std over target models)."""
     seconds: float
+    """Its cost: its own work plus computing the signals it lists (``signal_seconds``)."""
     fpr: np.ndarray = attrs.field(repr=False)
     tpr: np.ndarray = attrs.field(repr=False)
+    signal_seconds: float = 0.0
+    """Of ``seconds``, the compute time of the signals it lists, on every model it used."""
 
 
 @attrs.frozen
@@ -588,6 +591,8 @@ class Audit:
                 # Its cost from scratch, wherever its signals were computed (here, in a suite's
                 # scoring pass, by another attack): its own work plus every signal it reads.
                 seconds += signal_seconds - (workspace.compute_seconds - computed_before)
+            else:
+                signal_seconds = 0.0
             results.append(
                 AttackResult(
                     name=component.name,
@@ -596,6 +601,7 @@ class Audit:
                     metrics=metrics.as_dict(),
                     per_target=summarize(per_target),
                     seconds=seconds,
+                    signal_seconds=signal_seconds,
                     fpr=fpr,
                     tpr=tpr,
                 )
@@ -888,6 +894,7 @@ class Audit:
                     "metrics": r.metrics,
                     "per_target": r.per_target,
                     "seconds": r.seconds,
+                    "signal_seconds": r.signal_seconds,
                     "roc": roc_points(r.fpr, r.tpr),
                 }
                 for r in results

@@ -11,8 +11,6 @@ from typing import ClassVar
 import attrs
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from privbench import LoadedDataset, TensorData, hookimpl
 
@@ -32,6 +30,10 @@ class Digits:
     """Seed of the stratified train/test split."""
 
     def load(self, data_root: str | None) -> LoadedDataset:
+        # Imported on use: loading plugins must stay fast for every command.
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
         bunch = load_digits()
         x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
         y = torch.tensor(bunch.target, dtype=torch.long)

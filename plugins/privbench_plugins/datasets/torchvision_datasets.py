@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from privbench import DatasetNotFoundError, LoadedDataset, TensorData, hookimpl
 
@@ -274,6 +273,8 @@ class ImageFolder:
         return TensorData(images, torch.tensor(dataset.targets, dtype=torch.long)), dataset.classes
 
     def _split(self, everything: TensorData) -> tuple[TensorData, TensorData]:
+        from sklearn.model_selection import train_test_split
+
         labels = everything.y.numpy()
         indices = np.arange(len(labels))
         try:

@@ -18,8 +18,6 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
-from opacus import PrivacyEngine
-from opacus.validators import ModuleValidator
 from torch.utils.data import DataLoader, TensorDataset
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
@@ -38,6 +36,8 @@ def default_delta(n: int) -> float:
 
 def _dp_errors(net: torch.nn.Module) -> list[str]:
     """opacus' objections to *net*, judged in training mode (as opacus trains it)."""
+    from opacus.validators import ModuleValidator  # opacus on use: it takes a second to import
+
     was_training = net.training
     net.train()
     try:
@@ -93,6 +93,8 @@ class DPSGD(Defense):
         """Batch norm mixes samples, so per-sample gradients do not exist: opacus swaps it for
         group norm (and other fixable layers for their DP-compatible equivalents)."""
         if _dp_errors(model.net):
+            from opacus.validators import ModuleValidator
+
             model.net = ModuleValidator.fix(model.net)
             errors = _dp_errors(model.net)
             if errors:
@@ -114,6 +116,8 @@ class DPSGD(Defense):
             return self._fit(model, data, trainer)
 
     def _fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
+        from opacus import PrivacyEngine
+
         torch.manual_seed(trainer.seed)  # dropout and anything else on the global RNG
         generator = torch.Generator().manual_seed(trainer.seed)  # batches and augmentation
         noise = torch.Generator(device=trainer.device).manual_seed(trainer.seed + 1)

@@ -17,10 +17,8 @@ from typing import Any, ClassVar
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import attrs
-import timm
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from timm.models import adapt_input_conv
 from torch import nn
 
 from privbench import PrivbenchError, did_you_mean, hookimpl
@@ -29,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def _known_arch(instance: Any, attribute: attrs.Attribute, arch: str) -> None:
+    import timm  # imported on use: it takes seconds, and most commands never build a model
+
     if not timm.is_model(arch):
         hint = did_you_mean(arch, timm.list_models())
         raise ValueError(f"timm has no architecture '{arch}'{hint} (see timm.list_models())")
@@ -60,6 +60,8 @@ def load_local_weights(net: nn.Module, checkpoint: str) -> list[str]:
     class count) keep their fresh initialisation. Keys under ``net.`` (weights privbench stored
     for a whole model) are read as the network's own.
     """
+    from timm.models import adapt_input_conv
+
     path = Path(checkpoint).expanduser()
     try:
         stored = load_file(str(path))
@@ -121,6 +123,8 @@ class TimmModel:
             )
 
     def create(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        import timm
+
         c, h, w = input_shape
         kwargs: dict[str, Any] = {"pretrained": False, "num_classes": num_classes, "in_chans": c}
         if self.drop_rate:  # not every architecture takes it; ask only when it matters

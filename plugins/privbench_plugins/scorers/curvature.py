@@ -75,6 +75,10 @@ def rademacher(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, tuple(shape), generator=generator).double() * 2 - 1
 
 
+QUERY_ELEMENTS = 1 << 26
+"""At most this many input elements (256 MiB in float32) of zero-order queries per model call."""
+
+
 def zero_order_round(
     loss: LossFn, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, h: float
 ) -> torch.Tensor:
@@ -109,11 +113,19 @@ def zero_order(
     ``h^2 |r_u^T H r_v|`` is well above ``1e-7 L``. A larger ``h`` trades it for ``O(h^2)``
     truncation.
     """
-    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for _ in range(rounds):
-        u = h * rademacher(x.shape[1:], g).to(x)
-        v = h * rademacher(x.shape[1:], g).to(x)
-        total += zero_order_round(loss, x, y, u, v, h).to(total).abs()
+    n = x.shape[0]
+    total = torch.zeros(n, dtype=x.dtype, device=x.device)
+    # Several rounds' 4 n queries go to the model as one call (the model view batches them into
+    # full forward batches); the cap bounds the memory of the copies for large images.
+    per_call = max(1, QUERY_ELEMENTS // (4 * x.numel()))
+    for first in range(0, rounds, per_call):
+        count = min(per_call, rounds - first)
+        probes = [h * rademacher(x.shape[1:], g).to(x) for _ in range(2 * count)]
+        u, v = torch.stack(probes[0::2])[:, None], torch.stack(probes[1::2])[:, None]
+        queries = torch.stack([x + v + u, x - v + u, x + v - u, x - v - u], 1)  # R x 4 x n x ...
+        t = loss(queries.flatten(0, 2), y.repeat(4 * count)).reshape(count, 4, n)
+        rounds_values = (t[:, 0] - t[:, 1] - t[:, 2] + t[:, 3]) / (4 * h)
+        total += rounds_values.to(total).abs().sum(0)
     return total / rounds
 
 
