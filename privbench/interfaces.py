@@ -243,6 +243,11 @@ class Defense(Protocol):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    trains_by_recipe: ClassVar[bool] = False
+    """True when ``fit`` starts with exactly ``trainer.fit(model, data)`` on the data given and
+    changes nothing before it: the engine may then train several models at once (an ensemble,
+    :mod:`privbench.engine.ensemble`) and hand ``fit`` a trainer whose ``fit`` reports the
+    training already done."""
 
     def prepare_model(self, model: Model) -> Model:
         """Change the architecture before training and before loading stored weights."""

@@ -27,6 +27,7 @@ from rich.progress import Progress
 import privbench
 from privbench import reconstruction
 from privbench.engine import signals, splits
+from privbench.engine.ensemble import TrainedByEnsemble, can_ensemble, fit_ensemble
 from privbench.engine.store import STORE_FORMAT, Workspace, digest, file_digest, tensor_digest
 from privbench.engine.training import StandardTrainer, resolve_device
 from privbench.errors import OptionError, PrivbenchError
@@ -326,6 +327,43 @@ class Audit:
         self._fit(workspace, dataset, population, masks[index], index, key, reference, None)
         return True
 
+    ENSEMBLE_SIZE = 64
+    """At most this many models train as one ensemble."""
+
+    def train_ensemble(
+        self,
+        dataset: LoadedDataset,
+        population: TensorData,
+        masks: np.ndarray,
+        indices: Sequence[int],
+        reference: TensorData | None,
+    ) -> dict[int, tuple[Model, dict[str, Any], float]]:
+        """Train the pool's models *indices* by the recipe as ensembles, where the defense
+        trains by the recipe and the models allow it (:func:`can_ensemble`); else nothing.
+        ``PRIVBENCH_ENSEMBLE=0`` turns it off. Returns index -> (model, metadata, seconds)."""
+        if (
+            len(indices) < 2
+            or not getattr(self.defense, "trains_by_recipe", False)
+            or os.environ.get("PRIVBENCH_ENSEMBLE", "1") == "0"
+        ):
+            return {}
+        done: dict[int, tuple[Model, dict[str, Any], float]] = {}
+        for first in range(0, len(indices), self.ENSEMBLE_SIZE):
+            chunk = list(indices[first : first + self.ENSEMBLE_SIZE])
+            seeds = [splits.model_seed(self.spec.seed, index) for index in chunk]
+            models = [self.build_model(dataset, seed) for seed in seeds]
+            data = [population.subset(np.flatnonzero(masks[index])) for index in chunk]
+            if can_ensemble(models, data) is not None:
+                return done
+            options = dict(device=self.device, reference=reference)
+            trainers = [StandardTrainer(self.spec.recipe, seed=s, **options) for s in seeds]
+            started = time.perf_counter()
+            metas = fit_ensemble(models, data, trainers)
+            seconds = (time.perf_counter() - started) / len(chunk)
+            for index, model, meta in zip(chunk, models, metas, strict=True):
+                done[index] = (model, meta, seconds)
+        return done
+
     def signals(self) -> list[Signal]:
         """What this audit's attacks will read from every model, as far as they say
         (:class:`~privbench.interfaces.Signal`); call after :meth:`load_data`."""
@@ -394,22 +432,24 @@ class Audit:
         key: str,
         reference: TensorData | None,
         on_epoch: Callable[[int, int], None] | None,
+        trained: tuple[Model, dict[str, Any], float] | None = None,
     ) -> tuple[Model, dict[str, Any]]:
-        """Train one model by the defense and store it (atomically) under *key*."""
-        model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
-        trainer = StandardTrainer(
-            self.spec.recipe,
-            seed=splits.model_seed(self.spec.seed, index),
-            device=self.device,
-            on_epoch=on_epoch,
-            reference=reference,
-        )
+        """Train one model by the defense and store it (atomically) under *key*. *trained*:
+        the model already trained by the recipe in an ensemble, its metadata and seconds."""
+        seed = splits.model_seed(self.spec.seed, index)
+        options = dict(seed=seed, device=self.device, on_epoch=on_epoch, reference=reference)
+        if trained is None:
+            model, trainer, seconds = self.build_model(dataset, seed), None, 0.0
+        else:
+            model, meta, seconds = trained
+            trainer = TrainedByEnsemble(self.spec.recipe, meta, **options)
+        trainer = trainer or StandardTrainer(self.spec.recipe, **options)
         started = time.perf_counter()
         meta = dict(self.defense.fit(model, population.subset(np.flatnonzero(keep)), trainer))
         meta.update(
             index=index,
             members=int(keep.sum()),
-            train_seconds=time.perf_counter() - started,
+            train_seconds=seconds + time.perf_counter() - started,
             device=str(self.device),
             privbench=privbench.__version__,
         )
@@ -435,6 +475,12 @@ class Audit:
         *reference* (the train split outside the population) is handed to the defense."""
         models, keys, metas, trained = [], [], [], 0
         pool_task = progress.add_task("models", total=len(masks)) if progress else None
+        missing = [
+            index
+            for index, keep in enumerate(masks)
+            if not workspace.has_model(self.model_key(population, keep, index))
+        ]
+        ensembled = self.train_ensemble(dataset, population, masks, missing, reference)
         for index, keep in enumerate(masks):
             key = self.model_key(population, keep, index)
             if workspace.has_model(key):
@@ -452,8 +498,9 @@ class Audit:
                         progress.update(task, completed=done)
 
                 model, meta = self._fit(
-                    workspace, dataset, population, keep, index, key, reference, on_epoch
-                )
+                    workspace, dataset, population, keep, index, key, reference, on_epoch,
+                    ensembled.get(index),
+                )  # fmt: skip
                 trained += 1
                 if progress is not None and epoch_task is not None:
                     progress.remove_task(epoch_task)

@@ -120,6 +120,7 @@ class FeatureNoise(Defense):
     description: ClassVar[str] = (
         "Gaussian noise on the penultimate features at inference (Tygert et al., HCR bounds)"
     )
+    trains_by_recipe: ClassVar[bool] = True  # fit trains normally, then measures features
 
     scale: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
     """Noise standard deviation as a multiple of the features' RMS on the training data (the

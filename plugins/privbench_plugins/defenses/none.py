@@ -13,6 +13,7 @@ from privbench import Defense, hookimpl
 class NoDefense(Defense):
     name: ClassVar[str] = "none"
     description: ClassVar[str] = "No defense: standard training, the model released as trained."
+    trains_by_recipe: ClassVar[bool] = True
 
 
 @hookimpl
