@@ -589,11 +589,12 @@ def build_app(registry: Registry) -> typer.Typer:
             cells = progress.add_task(f"suite {suite.name}: cells", total=len(suite.cells))
 
             def planned(plan: Any) -> None:
-                progress.update(models, total=len(plan.training), visible=bool(plan.training))
+                count = sum(len(job.keys) for job in plan.training)
+                progress.update(models, total=count, visible=bool(count))
                 progress.update(passes, total=len(plan.scoring), visible=bool(plan.scoring))
 
             def trained(job: Any, error: BaseException | None) -> None:
-                progress.advance(models)
+                progress.advance(models, len(job.keys))
                 if error is not None:
                     console.print(f"[red]model failed[/]: {escape(str(error))}")
 
@@ -686,9 +687,11 @@ def print_plan(plan: Any, name: str) -> None:
         f"suite {name}: {len(plan.recorded) + len(plan.pending) + len(plan.unplanned)} cells, "
         f"{done} recorded done, {failed} recorded failed (--retry-failed runs them again)"
     )
+    missing = sum(len(job.keys) for job in plan.training)
     console.print(
-        f"wave 1: {len(plan.training)} training jobs ({plan.models - len(plan.training)} of "
-        f"the {plan.models} models the pending cells use are stored already)"
+        f"wave 1: {len(plan.training)} training jobs for {missing} models, ensembles where "
+        f"they can ({plan.models - missing} of the {plan.models} models the pending cells use "
+        "are stored already)"
     )
     console.print(f"wave 2: {len(plan.scoring)} scoring jobs (one pass per model)")
     console.print(f"wave 3: {len(plan.pending)} audit jobs (one per pending cell)")

@@ -305,11 +305,13 @@ class CellOutcome:
 
 @attrs.frozen
 class TrainingJob:
-    """One model of one cell's pool, missing from the store: a job of the first wave."""
+    """Models of one cell's pool missing from the store: a job of the first wave. One model,
+    or several that train as one ensemble (small models under a defense that trains by the
+    recipe: :mod:`privbench.engine.ensemble`)."""
 
     spec: AuditSpec
-    index: int
-    key: str
+    indices: tuple[int, ...]
+    keys: tuple[str, ...]
     workspace: str
 
 
@@ -334,9 +336,10 @@ class CellJob:
     workspace: str
 
 
-def train_model(job: TrainingJob, registry: Registry | None = None) -> bool:
+def train_models(job: TrainingJob, registry: Registry | None = None) -> int:
     """Run one training job (in whichever process the executor chose)."""
-    return Audit.prepare(job.spec, registry).train_model(Workspace(job.workspace), job.index)
+    audit = Audit.prepare(job.spec, registry)
+    return audit.train_models(Workspace(job.workspace), job.indices)
 
 
 def score_model(job: ScoringJob, registry: Registry | None = None) -> None:
@@ -393,7 +396,8 @@ def plan_suite(
             recorded.append(CellOutcome(cell, status, previous["run_id"], previous["error"]))
         else:
             pending.append(cell)
-    jobs: dict[str, TrainingJob] = {}
+    jobs: list[TrainingJob] = []
+    planned: set[str] = set()
     scoring: dict[str, ScoringJob] = {}
     needs: dict[str, list[str]] = {}
     unplanned = []
@@ -409,9 +413,17 @@ def plan_suite(
             continue
         needs[cell.key] = keys
         targets = cell.spec.targets if cell.spec.targets is not None else len(keys)
+        missing = [
+            index
+            for index, key in enumerate(keys)
+            if key not in planned and not workspace.has_model(key)
+        ]
+        planned.update(keys[index] for index in missing)
+        together = audit.ensemble_size() if len(missing) > 1 else 1
+        for first in range(0, len(missing), together):
+            chunk = tuple(missing[first : first + together])
+            jobs.append(TrainingJob(cell.spec, chunk, tuple(keys[i] for i in chunk), root))
         for index, key in enumerate(keys):
-            if key not in jobs and not workspace.has_model(key):
-                jobs[key] = TrainingJob(cell.spec, index, key, root)
             target = index < targets
             known = scoring.get(key)
             if known is None:
@@ -422,9 +434,7 @@ def plan_suite(
                     known, signals=known.signals + more, target=known.target or target
                 )
     models = len({key for keys in needs.values() for key in keys})
-    return SuitePlan(
-        recorded, pending, list(jobs.values()), list(scoring.values()), needs, models, unplanned
-    )
+    return SuitePlan(recorded, pending, jobs, list(scoring.values()), needs, models, unplanned)
 
 
 def run_suite(
@@ -468,12 +478,14 @@ def run_suite(
         on_plan(plan)
     # Wave 1: the missing models.
     local = executor.in_process
-    train = functools.partial(train_model, registry=registry) if local else train_model
+    train = functools.partial(train_models, registry=registry) if local else train_models
     failed: dict[str, str] = {}
     for job, result in executor.map(train, plan.training):
         error = result if isinstance(result, BaseException) else None
         if error is not None:
-            failed[job.key] = f"model {job.index} of its pool did not train: {_error(error)}"
+            which = ", ".join(map(str, job.indices))
+            for key in job.keys:
+                failed[key] = f"model(s) {which} of its pool did not train: {_error(error)}"
         if on_model is not None:
             on_model(job, error)
 

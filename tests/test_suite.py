@@ -165,7 +165,7 @@ def test_a_suite_interrupted_half_way_resumes_where_it_stopped(capsys, tmp_path,
     monkeypatch.delenv("BROKEN_INTERRUPT_AT")
     code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "--plan")
     assert code == 0 and "2 cells, 1 recorded done, 0 recorded failed" in out
-    assert "wave 1: 0 training jobs (2 of the 2 models the pending cells use are stored" in out
+    assert "wave 1: 0 training jobs for 0 models, ensembles where they can (2 of the 2" in out
     assert "wave 2: 2 scoring jobs" in out and "wave 3: 1 audit jobs" in out
     code, out, err = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
     assert code == 0, err

@@ -315,17 +315,41 @@ class Audit:
         outside = np.setdiff1d(np.arange(len(dataset.train)), indices)
         return dataset.train.subset(outside) if outside.size else None
 
-    def train_model(self, workspace: Workspace, index: int) -> bool:
-        """Train model *index* of the pool into the store unless it is there already (one job
-        of a suite's first wave); True when it trained."""
-        dataset, population, indices, masks = self.pool_plan()
-        key = self.model_key(population, masks[index], index)
-        if workspace.has_model(key):
-            return False
+    def train_models(self, workspace: Workspace, indices: Sequence[int]) -> int:
+        """Train the pool's models *indices* into the store unless they are there already (one
+        job of a suite's first wave), as ensembles where they can; returns how many trained."""
+        dataset, population, indices_in_data, masks = self.pool_plan()
+        keys = {index: self.model_key(population, masks[index], index) for index in indices}
+        missing = [index for index in indices if not workspace.has_model(keys[index])]
+        if not missing:
+            return 0
         workspace.create()
-        reference = self.reference_data(dataset, indices)
-        self._fit(workspace, dataset, population, masks[index], index, key, reference, None)
-        return True
+        reference = self.reference_data(dataset, indices_in_data)
+        ensembled = self.train_ensemble(dataset, population, masks, missing, reference)
+        for index in missing:
+            self._fit(
+                workspace, dataset, population, masks[index], index, keys[index], reference,
+                None, ensembled.get(index),
+            )  # fmt: skip
+        return len(missing)
+
+    def ensemble_size(self) -> int:
+        """How many of this pool's models one job should train together: up to
+        :attr:`ENSEMBLE_SIZE` where :meth:`train_ensemble` would ensemble them, else 1."""
+        if not self._ensembles():
+            return 1
+        dataset, population, _, masks = self.pool_plan()
+        models = [self.build_model(dataset, seed) for seed in (0, 1)]
+        data = [population.subset(np.flatnonzero(masks[index])) for index in (0, 1)]
+        sizes = {int(keep.sum()) for keep in masks}
+        if len(masks) < 2 or len(sizes) > 1 or can_ensemble(models, data) is not None:
+            return 1
+        return self.ENSEMBLE_SIZE
+
+    def _ensembles(self) -> bool:
+        return bool(getattr(self.defense, "trains_by_recipe", False)) and (
+            os.environ.get("PRIVBENCH_ENSEMBLE", "1") != "0"
+        )
 
     ENSEMBLE_SIZE = 64
     """At most this many models train as one ensemble."""
@@ -337,15 +361,12 @@ class Audit:
         masks: np.ndarray,
         indices: Sequence[int],
         reference: TensorData | None,
+        on_epoch: Callable[[int, int], None] | None = None,
     ) -> dict[int, tuple[Model, dict[str, Any], float]]:
         """Train the pool's models *indices* by the recipe as ensembles, where the defense
         trains by the recipe and the models allow it (:func:`can_ensemble`); else nothing.
         ``PRIVBENCH_ENSEMBLE=0`` turns it off. Returns index -> (model, metadata, seconds)."""
-        if (
-            len(indices) < 2
-            or not getattr(self.defense, "trains_by_recipe", False)
-            or os.environ.get("PRIVBENCH_ENSEMBLE", "1") == "0"
-        ):
+        if len(indices) < 2 or not self._ensembles():
             return {}
         done: dict[int, tuple[Model, dict[str, Any], float]] = {}
         for first in range(0, len(indices), self.ENSEMBLE_SIZE):
@@ -357,6 +378,7 @@ class Audit:
                 return done
             options = dict(device=self.device, reference=reference)
             trainers = [StandardTrainer(self.spec.recipe, seed=s, **options) for s in seeds]
+            trainers[0].on_epoch = on_epoch  # one progress report per ensemble
             started = time.perf_counter()
             metas = fit_ensemble(models, data, trainers)
             seconds = (time.perf_counter() - started) / len(chunk)
@@ -480,7 +502,21 @@ class Audit:
             for index, keep in enumerate(masks)
             if not workspace.has_model(self.model_key(population, keep, index))
         ]
-        ensembled = self.train_ensemble(dataset, population, masks, missing, reference)
+        ensemble_task = (
+            progress.add_task(f"  training {len(missing)} models together", total=None)
+            if progress is not None and len(missing) > 1 and self._ensembles()
+            else None
+        )
+
+        def on_ensemble_epoch(done: int, total: int) -> None:
+            if progress is not None and ensemble_task is not None:
+                progress.update(ensemble_task, completed=done, total=total)
+
+        ensembled = self.train_ensemble(
+            dataset, population, masks, missing, reference, on_ensemble_epoch
+        )
+        if progress is not None and ensemble_task is not None:
+            progress.remove_task(ensemble_task)
         for index, keep in enumerate(masks):
             key = self.model_key(population, keep, index)
             if workspace.has_model(key):

@@ -17,14 +17,19 @@ EpochCallback = Callable[[int, int], None]
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``. On CUDA, cuDNN picks the
+    fastest convolution algorithms for the shapes it sees (every batch but the last has one)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise OptionError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError(f"device '{name}' asked for, but CUDA is not available here; use cpu")
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise OptionError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise OptionError(f"device '{name}' asked for, but CUDA is not available here; use cpu")
+        torch.backends.cudnn.benchmark = True
     return device
 
 
