@@ -31,8 +31,8 @@ test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check privbench plugins tests benchmarks
-	$(BIN)/ruff format --check privbench plugins tests benchmarks
+	$(BIN)/ruff check privbench plugins tests benchmarks docs/examples
+	$(BIN)/ruff format --check privbench plugins tests benchmarks docs/examples
 
 clean:
 	rm -rf $(VENV) privbench-workspace

@@ -14,7 +14,7 @@ from privbench.errors import (
     UnknownPluginError,
     did_you_mean,
 )
-from privbench.hookspecs import hookimpl
+from privbench.hookspecs import PLUGIN_API, hookimpl
 from privbench.interfaces import (
     Access,
     Attack,
@@ -35,6 +35,7 @@ from privbench.interfaces import (
 )
 
 __version__ = "0.1.0"
+__plugin_api__ = PLUGIN_API
 
 __all__ = [
     "Access",

@@ -7,6 +7,7 @@ with status 2; nothing is half-written when they happen.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -480,8 +481,12 @@ def build_app(registry: Registry) -> typer.Typer:
     @app.command()
     def plugins(
         options: bool = typer.Option(False, "--options", help="List each component's options."),
+        as_json: bool = typer.Option(False, "--json", help="Print it all as JSON."),
     ) -> None:
         """List plugins (including those that failed to load) and what they provide."""
+        if as_json:
+            sys.stdout.write(json.dumps(plugins_document(registry), indent=2) + "\n")
+            return
         table = Table(title="plugins", title_justify="left")
         for column in ("plugin", "distribution", "version", "status", "provides / error"):
             table.add_column(column)
@@ -677,6 +682,39 @@ def build_app(registry: Registry) -> typer.Typer:
 
     registry.call_register_commands(app)
     return app
+
+
+def plugins_document(registry: Registry) -> dict[str, Any]:
+    """``privbench plugins --json``: every plugin, its status, and every component's options."""
+    return {
+        "privbench": privbench.__version__,
+        "plugin_api": privbench.__plugin_api__,
+        "plugins": [
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "status": info.status,
+                "error": info.error,
+                "provides": [{"kind": kind, "name": name} for kind, name in info.provides],
+            }
+            for info in sorted(registry.plugins.values(), key=lambda i: i.name)
+        ],
+        "components": [
+            {
+                "kind": kind,
+                "name": component.name,
+                "plugin": component.plugin.name,
+                "description": getattr(component.cls, "description", ""),
+                "options": [
+                    {"name": name, "type": kind_of, "default": default}
+                    for name, kind_of, default in describe_options(component.cls)
+                ],
+            }
+            for kind in KINDS
+            for component in registry.components(kind)
+        ],
+    }
 
 
 def print_plan(plan: Any, name: str) -> None:

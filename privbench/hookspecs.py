@@ -25,6 +25,11 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
+PLUGIN_API = 1
+"""The plugin interface's version (``privbench.__plugin_api__``), raised when a change breaks
+plugins. A plugin module may say which it was written for, ``PRIVBENCH_PLUGIN_API = 1``; one
+written for another is refused at load with a one-line error instead of failing later."""
+
 hookspec = pluggy.HookspecMarker("privbench")
 hookimpl = pluggy.HookimplMarker("privbench")
 

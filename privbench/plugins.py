@@ -34,6 +34,7 @@ from privbench.errors import (
     UnknownPluginError,
     did_you_mean,
 )
+from privbench.hookspecs import PLUGIN_API
 from privbench.options import configure
 
 Kind = Literal["attack", "defense", "scorer", "model", "dataset"]
@@ -151,6 +152,16 @@ class Registry:
         self.plugins[info.name] = info
         try:
             plugin = load()
+            wanted = getattr(plugin, "PRIVBENCH_PLUGIN_API", PLUGIN_API)
+            if wanted != PLUGIN_API:
+                # Before its hooks run: a plugin for another API would fail in obscure ways.
+                self._fail(
+                    info,
+                    f"built for privbench plugin API {wanted}, but this privbench speaks API "
+                    f"{PLUGIN_API}: install a version of it made for API {PLUGIN_API}, or the "
+                    f"privbench it was made for",
+                )
+                return
             self.pm.register(plugin, name=info.name)
         except Exception as err:
             self._fail(info, f"{type(err).__name__}: {err}")

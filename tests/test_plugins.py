@@ -241,3 +241,20 @@ def test_positional_argument_sets_the_declared_option():
     registry = Registry.from_environment()
     with pytest.raises(UnknownPluginError, match="takes no '/argument'"):
         registry.create("attack", "loss/extra")
+
+
+def test_a_plugin_for_another_plugin_api_is_refused_with_the_reason():
+    import privbench
+
+    assert privbench.__plugin_api__ == 1
+    current = plugin_module("current", "fits")
+    current.PRIVBENCH_PLUGIN_API = privbench.__plugin_api__
+    future = plugin_module("future", "from-the-future")
+    future.PRIVBENCH_PLUGIN_API = privbench.__plugin_api__ + 1
+    registry = Registry()
+    assert registry.load_module(current).status == "loaded"
+    info = registry.load_module(future)
+    assert info.status == "failed" and registry.names("attack") == ["fits"]
+    assert "built for privbench plugin API 2, but this privbench speaks API 1" in info.error
+    with pytest.raises(PluginLoadError, match="plugin API 2"):
+        Registry(strict=True).load_module(future)

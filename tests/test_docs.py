@@ -1,0 +1,35 @@
+"""The plugin author's page cannot drift from the code: every hook and every access level the
+core defines is on docs/plugins.md."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pluggy
+
+from privbench import Access, hookspecs
+from privbench.plugins import Registry
+
+PAGE = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
+
+
+def test_every_hook_of_the_plugin_manager_is_documented_with_its_signature():
+    hooks = {
+        name: caller
+        for name, caller in vars(Registry().pm.hook).items()
+        if isinstance(caller, pluggy.HookCaller)
+    }
+    assert len(hooks) >= 6  # one register_* hook per plugin kind, and register_commands
+    for name in hooks:
+        arguments = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert f"`{name}({arguments})`" in PAGE, f"docs/plugins.md does not document {name}"
+
+
+def test_every_access_level_an_attack_can_declare_is_documented():
+    for access in Access:
+        assert f"`{access.label}`" in PAGE, f"docs/plugins.md does not explain '{access.label}'"
+
+
+def test_the_plugin_api_version_is_documented():
+    assert "PRIVBENCH_PLUGIN_API" in PAGE and "__plugin_api__" in PAGE
