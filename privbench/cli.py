@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import privbench
-from privbench.errors import OptionError, PrivbenchError
+from privbench.errors import OptionError, PrivbenchError, did_you_mean
 from privbench.interfaces import TrainingRecipe
 from privbench.options import configure, describe_options, parse_assignments
 from privbench.plugins import KINDS, Registry, get_registry
@@ -482,8 +482,14 @@ def build_app(registry: Registry) -> typer.Typer:
     def plugins(
         options: bool = typer.Option(False, "--options", help="List each component's options."),
         as_json: bool = typer.Option(False, "--json", help="Print it all as JSON."),
+        check: str | None = typer.Option(
+            None, "--check", help="Run the contract checks on a plugin's or component's classes."
+        ),
     ) -> None:
         """List plugins (including those that failed to load) and what they provide."""
+        if check is not None:
+            check_plugin(registry, check)
+            return
         if as_json:
             sys.stdout.write(json.dumps(plugins_document(registry), indent=2) + "\n")
             return
@@ -520,6 +526,17 @@ def build_app(registry: Registry) -> typer.Typer:
                     )
                 components.add_row(*row)
         console.print(components)
+
+    @app.command("new-plugin")
+    def new_plugin(
+        name: str = typer.Argument(..., help="The plugin's name (lowercase, words joined by -)."),
+        directory: Path = typer.Option(Path("."), "--directory", "-d", help="Where to write it."),
+    ) -> None:
+        """Write a plugin package skeleton (entry point, an attack, contract tests) to edit."""
+        from privbench.scaffold import new_plugin as write
+
+        root = write(name, directory)
+        console.print(f"wrote {root}: pip install -e {root}, then privbench plugins --check {name}")
 
     @app.command()
     def runs(
@@ -682,6 +699,40 @@ def build_app(registry: Registry) -> typer.Typer:
 
     registry.call_register_commands(app)
     return app
+
+
+def check_plugin(registry: Registry, name: str) -> None:
+    """``privbench plugins --check NAME``: privbench.testing's contract checks on every
+    component of plugin NAME (or on the components called NAME); exit 1 if one fails."""
+    from privbench import testing
+
+    info = registry.plugins.get(name)
+    if info is not None and info.status != "loaded":
+        raise PrivbenchError(f"plugin '{name}' did not load: {info.error or info.status}")
+    chosen = [
+        component
+        for kind in KINDS
+        for component in registry.components(kind)
+        if component.plugin.name == name or component.name == name
+    ]
+    if not chosen:
+        known = sorted({*registry.plugins, *(n for k in KINDS for n in registry.names(k))})
+        raise PrivbenchError(f"no plugin or component '{name}'{did_you_mean(name, known)}")
+    failed = 0
+    for component in chosen:
+        try:
+            note = testing.check_component(component, registry)
+        except Exception as err:  # a broken promise or the plugin's own crash: both are findings
+            failed += 1
+            message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            console.print(
+                f"[red]FAILED[/] {component.kind} {component.name}: "
+                f"{escape(type(err).__name__)}: {escape(message)}"
+            )
+        else:
+            console.print(f"[green]ok[/] {component.kind} {component.name}: {note}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def plugins_document(registry: Registry) -> dict[str, Any]:

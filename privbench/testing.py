@@ -257,3 +257,28 @@ def check_reconstruction_attack(cls: type, train_size: int = 4, **options: Any) 
     else:
         raise AssertionError(f"{cls.name}: reconstructed from a view without parameter access")
     return candidates.detach().float().cpu()
+
+
+def check_component(component: Any, registry: Registry | None = None) -> str:
+    """The contract check of a registered component's kind, with its default options (what
+    ``privbench plugins --check`` runs). Returns a note on what was checked; raises
+    ``AssertionError`` (or the plugin's own error) on a broken promise."""
+    from privbench.errors import DatasetNotFoundError
+
+    cls = component.cls
+    if component.kind == "attack":
+        check_attack(cls, registry=registry)
+    elif component.kind == "scorer":
+        check_scorer(cls)
+    elif component.kind == "model":
+        check_model(cls, (3, 16, 16))
+        check_model(cls, (1, 8, 8))
+    elif component.kind == "defense":
+        check_defense(cls)
+    else:
+        try:
+            check_dataset(cls)
+        except DatasetNotFoundError:
+            check_plugin_class(cls)
+            return "class checked; its data is not here (--data-root) to load"
+    return "contract kept"

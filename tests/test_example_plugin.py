@@ -70,3 +70,76 @@ def test_its_own_contract_tests_pass(site):
     result = run(site, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_plugins_check_runs_the_contracts_on_the_installed_plugin(site):
+    result = run(site, str(PRIVBENCH), "plugins", "--check", "example")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok attack entropy: contract kept" in result.stdout
+    assert "ok scorer margin: contract kept" in result.stdout
+
+
+def test_a_new_plugin_skeleton_installs_loads_and_keeps_the_contracts(tmp_path):
+    result = subprocess.run(
+        [str(PRIVBENCH), "new-plugin", "my-attack", "-d", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "privbench-my-attack"
+    again = subprocess.run(
+        [str(PRIVBENCH), "new-plugin", "my-attack", "-d", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 2 and "exists already" in again.stderr
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--no-build-isolation", "--target", str(site), str(root)],
+        check=True, cwd=tmp_path,
+    )  # fmt: skip
+    result = run(site, str(PRIVBENCH), "plugins", "--check", "my-attack")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok attack my-attack: contract kept" in result.stdout
+    tests = str(root / "tests")
+    result = run(site, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", tests)
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout
+
+
+def test_plugins_check_reports_a_broken_promise(capsys, tmp_path, monkeypatch):
+    from conftest import run_cli
+
+    from privbench.plugins import set_registry
+
+    (tmp_path / "privbench_batchmean.py").write_text(BATCH_MEAN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_batchmean")
+    set_registry(None)
+    try:
+        code, out, _ = run_cli(capsys, "plugins", "--check", "privbench_batchmean")
+        assert code == 1 and "FAILED scorer batch-mean: AssertionError" in out
+        code, out, _ = run_cli(capsys, "plugins", "--check", "loss")  # attack and scorer 'loss'
+        assert code == 0 and out.count("ok ") == 2
+        code, _, err = run_cli(capsys, "plugins", "--check", "los")
+        assert code == 2 and "did you mean" in err
+    finally:
+        set_registry(None)
+
+
+BATCH_MEAN = """
+from typing import ClassVar
+import attrs
+from privbench import Access, hookimpl
+
+@attrs.frozen
+class BatchMean:
+    name: ClassVar[str] = "batch-mean"
+    description: ClassVar[str] = "a sample's value depends on its batch"
+    access: ClassVar[Access] = Access.LOGITS
+
+    def score(self, model, x, y):
+        return model.logits(x).mean().expand(len(x))
+
+@hookimpl
+def register_scorers(register):
+    register(BatchMean)
+"""
