@@ -76,11 +76,15 @@ def register_attacks(register):
 TESTS = """\
 from {module} import {cls}
 
-from privbench.testing import check_attack
+from privbench.testing import AttackContract
 
 
-def test_the_attack_keeps_the_contract():
-    check_attack({cls})
+class Test{cls}(AttackContract):
+    plugin_class = {cls}
+"""
+
+CONFTEST = """\
+pytest_plugins = ["privbench.testing"]  # privbench's fixtures and contract classes
 """
 
 README = """\
@@ -116,6 +120,7 @@ def new_plugin(name: str, directory: Path) -> Path:
         "pyproject.toml": PYPROJECT,
         f"{module}/__init__.py": MODULE,
         "tests/test_contracts.py": TESTS,
+        "tests/conftest.py": CONFTEST,
         "README.md": README,
     }
     for relative, template in files.items():

@@ -1,28 +1,42 @@
-"""The example plugin keeps privbench's contracts (privbench.testing), as every built-in does."""
+"""The example plugin keeps privbench's contracts, through the same kit the built-ins use."""
+
+from typing import ClassVar
 
 import numpy as np
 import torch
 from privbench_example_plugin import EntropyAttack, MarginScorer
 
-from privbench import Access, Model, ModelView
-from privbench.testing import check_attack, check_scorer
+from privbench import Access, ModelView
+from privbench.testing import AttackContract, ScorerContract, check_attack
 
 
-def test_the_attack_keeps_the_contract():
-    scores = check_attack(EntropyAttack)
-    assert np.all(scores <= 0)  # a negated entropy
+class TestEntropyContract(AttackContract):
+    plugin_class = EntropyAttack
 
 
-def test_the_scorer_keeps_the_contract():
-    check_scorer(MarginScorer)
+class TestEntropyAtTemperatureTwo(AttackContract):
+    plugin_class = EntropyAttack
+    options: ClassVar[dict] = {"temperature": 2.0}
 
 
-def test_the_margin_is_the_true_logit_minus_the_best_other():
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity())
-    net.forward_features = lambda x: x.flatten(1)
-    net.forward_head = lambda f, pre_logits=False: f
-    net.get_classifier = lambda: torch.nn.Identity()
-    view = ModelView(Model(net, [0.0], [1.0]).eval(), Access.LOGITS)
-    x = torch.tensor([[[[3.0, 1.0, 2.0]]], [[[0.0, 5.0, 1.0]]]])
-    margins = MarginScorer().score(view, x, torch.tensor([0, 2]))
-    assert margins.tolist() == [1.0, -4.0]
+class TestMarginContract(ScorerContract):
+    plugin_class = MarginScorer
+
+
+def test_the_entropy_score_is_a_negated_entropy():
+    assert np.all(check_attack(EntropyAttack) <= 0)
+
+
+def test_the_margin_is_the_true_logit_minus_the_best_other(tiny_model):
+    view = ModelView(tiny_model, Access.LOGITS)
+    x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 2, 0])
+    logits = view.logits(x)
+    margins = MarginScorer().score(view, x, y)
+    for i in range(4):
+        others = [logits[i, c] for c in range(3) if c != y[i]]
+        assert torch.isclose(margins[i], (logits[i, y[i]] - max(others)).double())
+
+
+def test_the_command_is_there(privbench_cli):
+    code, out, _ = privbench_cli("example-plugin-info")
+    assert code == 0 and "plugin API 1" in out
