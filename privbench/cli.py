@@ -99,10 +99,12 @@ def run_title(record: dict[str, Any]) -> str:
 
 
 def utility_line(record: dict[str, Any]) -> str:
-    u = record["utility"]
+    u, training = record["utility"], record["training"]
+    together = training.get("target_meta", {}).get("ensemble")
+    how = f" ({together} at once)" if together and training["trained"] else ""
     return (
         f"target accuracy: train {u['train_accuracy']:.3f}, test {u['test_accuracy']:.3f} · "
-        f"models trained {record['training']['trained']}, reused {record['training']['reused']}"
+        f"models trained {training['trained']}{how}, reused {training['reused']}"
     )
 
 
@@ -164,7 +166,9 @@ def dp_bound_line(bound: dict[str, float]) -> str:
 
 # What every trainer records about itself; the rest of a target's metadata is the defense's own
 # report (accountant epsilon, synthetic-image similarity, teacher accuracy, ...).
-_TRAINING_BOOKKEEPING = frozenset({"device", "final_train_loss", "privbench", "train_seconds"})
+_TRAINING_BOOKKEEPING = frozenset(
+    {"device", "ensemble", "final_train_loss", "privbench", "train_seconds"}
+)
 
 
 def defense_line(record: dict[str, Any]) -> str | None:
