@@ -111,12 +111,11 @@ def mean_roc(curves: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, list[
     """
     if not curves:
         return None
+    # On use: privbench.metrics imports scikit-learn, and the CLI imports this module at start-up.
+    from privbench.metrics import tpr_on_grid
+
     grid = np.unique(np.concatenate([np.asarray(c["fpr"], dtype=np.float64) for c in curves]))
-    tprs = []
-    for curve in curves:
-        fpr, tpr = np.asarray(curve["fpr"], np.float64), np.asarray(curve["tpr"], np.float64)
-        at = np.searchsorted(fpr, grid, side="right") - 1
-        tprs.append(np.where(at >= 0, tpr[np.clip(at, 0, None)], 0.0))
+    tprs = [tpr_on_grid(curve["fpr"], curve["tpr"], grid) for curve in curves]
     return {"fpr": grid.tolist(), "tpr": np.mean(tprs, axis=0).tolist()}
 
 

@@ -108,15 +108,22 @@ def roc_points(fpr: np.ndarray, tpr: np.ndarray, points: int = 200) -> dict[str,
     """A compact ROC for storage: TPR on *points* log-spaced FPRs from the smallest non-zero FPR
     to 1, each the largest TPR among ROC points at or below that FPR (as :func:`tpr_at_fpr`),
     so a curve redrawn from it never claims more than the attack achieved."""
-    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+    fpr = np.asarray(fpr, dtype=np.float64)
     positive = fpr[fpr > 0]
     floor = positive.min() if positive.size else 1.0
     grid = np.unique(np.concatenate([[0.0], np.logspace(np.log10(floor), 0.0, points)]))
+    values = tpr_on_grid(fpr, tpr, grid)
+    return {"fpr": np.round(grid, 8).tolist(), "tpr": np.round(values, 6).tolist()}
+
+
+def tpr_on_grid(fpr: ArrayLike, tpr: ArrayLike, grid: ArrayLike) -> np.ndarray:
+    """At each FPR of *grid*, the largest TPR among ROC points at or below it (0 below them
+    all): :func:`tpr_at_fpr` on a whole grid, never above what the curve achieved."""
+    fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
     order = np.argsort(fpr, kind="stable")
     best = np.maximum.accumulate(tpr[order])
-    at = np.searchsorted(fpr[order], grid, side="right") - 1
-    values = np.where(at >= 0, best[np.clip(at, 0, None)], 0.0)
-    return {"fpr": np.round(grid, 8).tolist(), "tpr": np.round(values, 6).tolist()}
+    at = np.searchsorted(fpr[order], np.asarray(grid, dtype=np.float64), side="right") - 1
+    return np.where(at >= 0, best[np.clip(at, 0, None)], 0.0)
 
 
 def _lower(k: np.ndarray, trials: int, alpha: float) -> np.ndarray:

@@ -330,7 +330,7 @@ class ScoringJob:
 
 @attrs.frozen
 class CellJob:
-    """One cell's audit on its stored pool: a job of the second wave."""
+    """One cell's audit on its stored pool: a job of the third wave."""
 
     cell: Cell
     workspace: str
@@ -363,7 +363,7 @@ class SuitePlan:
 
     recorded: list[CellOutcome]
     pending: list[Cell]
-    """Cells to run (wave 2), each after its models are stored."""
+    """Cells to run (wave 3), each after its models are stored."""
     training: list[TrainingJob]
     """Models missing from the store (wave 1), each once however many cells share it."""
     scoring: list[ScoringJob]
@@ -386,11 +386,12 @@ def plan_suite(
     """Expand the matrix into jobs against what *workspace* holds (reads, writes nothing)."""
     registry = registry or get_registry()
     recorded, pending = [], []
+    previous_of: dict[str, Any] = {}
+    if workspace.database.is_file():
+        with ResultsDB(workspace.database) as db:
+            previous_of = {cell.key: db.suite_cell(suite.name, cell.key) for cell in suite.cells}
     for cell in suite.cells:
-        previous = None
-        if workspace.database.is_file():
-            with ResultsDB(workspace.database) as db:
-                previous = db.suite_cell(suite.name, cell.key)
+        previous = previous_of.get(cell.key)
         if previous is not None and (previous["status"] == "done" or not retry_failed):
             status = "cached" if previous["status"] == "done" else "failed"
             recorded.append(CellOutcome(cell, status, previous["run_id"], previous["error"]))
@@ -476,11 +477,15 @@ def run_suite(
         yield finish(CellOutcome(cell, "failed", error=error))
     if on_plan is not None:
         on_plan(plan)
+
+    def runnable(function: Callable[..., Any]) -> Callable[..., Any]:
+        # In this process jobs use this registry (it may hold plugins loaded by hand);
+        # elsewhere each worker loads its own.
+        return functools.partial(function, registry=registry) if executor.in_process else function
+
     # Wave 1: the missing models.
-    local = executor.in_process
-    train = functools.partial(train_models, registry=registry) if local else train_models
     failed: dict[str, str] = {}
-    for job, result in executor.map(train, plan.training):
+    for job, result in executor.map(runnable(train_models), plan.training):
         error = result if isinstance(result, BaseException) else None
         if error is not None:
             which = ", ".join(map(str, job.indices))
@@ -492,21 +497,19 @@ def run_suite(
     # Wave 2: one scoring pass per model. Only a head start: a pass that fails leaves its
     # signals to the cell, which computes them itself or fails with the reason.
     stored = [job for job in plan.scoring if job.key not in failed]
-    score = functools.partial(score_model, registry=registry) if local else score_model
-    for job, result in executor.map(score, stored):
+    for job, result in executor.map(runnable(score_model), stored):
         if on_score is not None:
             on_score(job, result if isinstance(result, BaseException) else None)
 
     # Wave 3: every cell whose models are all stored.
-    runnable = []
+    cell_jobs = []
     for cell in plan.pending:
         broken = [failed[key] for key in plan.needs[cell.key] if key in failed]
         if broken:
             yield finish(CellOutcome(cell, "failed", error=broken[0]))
         else:
-            runnable.append(CellJob(cell, str(workspace.root)))
-    run = functools.partial(run_cell, registry=registry) if local else run_cell
-    for job, result in executor.map(run, runnable):
+            cell_jobs.append(CellJob(cell, str(workspace.root)))
+    for job, result in executor.map(runnable(run_cell), cell_jobs):
         if isinstance(result, BaseException):
             yield finish(CellOutcome(job.cell, "failed", error=_error(result)))
         else:

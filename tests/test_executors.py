@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from test_suite import BROKEN_ATTACK, SMALL, cells
+from test_suite import SMALL, cells, half_failing_suite, install_broken_plugin
 
 from privbench.errors import OptionError
 from privbench.executors import InlineExecutor, create_executor
@@ -69,12 +69,8 @@ def test_worker_processes_share_the_store_with_the_in_process_run(capsys, tmp_pa
 
 def test_a_job_failing_in_a_worker_process_fails_only_its_cell(capsys, tmp_path, monkeypatch):
     # Worker processes import the plugin too: spawn hands them this sys.path and environment.
-    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
-    suite = tmp_path / "tiny.toml"
-    two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
-    suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+    install_broken_plugin(tmp_path, monkeypatch)
+    suite = half_failing_suite(tmp_path)
     ws = tmp_path / "ws"
     code, out, _ = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q", "-j", "2")
     assert code == 1
@@ -89,10 +85,8 @@ def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypa
         "ray", reason="Ray is not installed: pip install 'privbench[ray]' (make test does)"
     )
     # Ray's workers are separate processes started by ray.init: they see this environment.
-    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_broken_plugin(tmp_path, monkeypatch)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         ws = tmp_path / "ws"
@@ -102,9 +96,7 @@ def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypa
         assert "4 cells, 4 run now, 0 already recorded, 0 failed" in out
         assert ray.is_initialized()  # the executor joined the test's instance, did not stop it
         # A task that raises fails its cell with the task's own error; its neighbour runs.
-        suite = tmp_path / "tiny.toml"
-        two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
-        suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+        suite = half_failing_suite(tmp_path)
         code, out, _ = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q", "-e", "ray")
         assert code == 1 and "2 cells, 1 run now, 0 already recorded, 1 failed" in out
         assert "failed: digits / mlp / none / seed 0 / broken(fail=True): RuntimeError: " in out

@@ -69,6 +69,23 @@ def register_attacks(register):
 pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
+def install_broken_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKEN_ATTACK as plugin module ``privbench_broken``, loaded through PRIVBENCH_PLUGINS
+    (spawned worker processes inherit the path and the environment)."""
+    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "privbench_broken", raising=False)
+    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
+
+
+def half_failing_suite(tmp_path: Path) -> Path:
+    """The same attack twice, the second told to fail: two cells (two audits) on one pool."""
+    suite = tmp_path / "tiny.toml"
+    two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
+    suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+    return suite
+
+
 def cells(db: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(db) as connection:
         return sorted(connection.execute("SELECT status, label FROM suite_cells"))
@@ -121,13 +138,8 @@ def test_the_smoke_suite_runs_once_and_a_rerun_does_no_work(capsys, tmp_path):
 
 
 def test_a_failing_cell_is_recorded_and_the_others_run(capsys, tmp_path, monkeypatch):
-    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
-    suite = tmp_path / "tiny.toml"
-    # The same attack twice: two audits, i.e. two cells, on one pool of models.
-    two = 'name = "broken"\n[[attacks]]\nname = "broken"\noptions = { fail = true }'
-    suite.write_text(SMALL.replace('name = "loss"', two).replace("[0, 1]", "[0]"))
+    install_broken_plugin(tmp_path, monkeypatch)
+    suite = half_failing_suite(tmp_path)
     ws = str(tmp_path / "ws")
     code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
     assert code == 1
@@ -147,10 +159,7 @@ def test_a_failing_cell_is_recorded_and_the_others_run(capsys, tmp_path, monkeyp
 
 
 def test_a_suite_interrupted_half_way_resumes_where_it_stopped(capsys, tmp_path, monkeypatch):
-    (tmp_path / "privbench_broken.py").write_text(BROKEN_ATTACK)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "privbench_broken", raising=False)
-    monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_broken")
+    install_broken_plugin(tmp_path, monkeypatch)
     suite = tmp_path / "tiny.toml"
     suite.write_text(SMALL.replace('name = "loss"', 'name = "broken"'))
     ws = str(tmp_path / "ws")

@@ -217,6 +217,7 @@ class Audit:
             raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
         self.device = resolve_device(spec.device)
         self._digests: dict[int, tuple[TensorData, str]] = {}
+        self._plan: tuple[LoadedDataset, TensorData, np.ndarray, np.ndarray] | None = None
         self.hflip_preserves_label = True
         self.identity = {
             "dataset": _component_id(self.dataset_component, self.dataset),
@@ -298,11 +299,16 @@ class Audit:
         )
 
     def pool_plan(self) -> tuple[LoadedDataset, TensorData, np.ndarray, np.ndarray]:
-        """The data, population, its indices and the pool's keep-masks (one row per model)."""
-        dataset, population, indices = self.load_data()
-        spec = self.spec
-        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
-        return dataset, population, indices, masks
+        """The data, population, its indices and the pool's keep-masks (one row per model),
+        loaded once per audit (a suite's planning asks for them more than once)."""
+        if self._plan is None:
+            dataset, population, indices = self.load_data()
+            spec = self.spec
+            masks = splits.keep_masks(
+                len(population), spec.pool_size, spec.seed, paired=spec.paired
+            )
+            self._plan = dataset, population, indices, masks
+        return self._plan
 
     def model_keys(self) -> list[str]:
         """The store keys of the pool's models, in pool order (what a suite plans jobs by)."""
@@ -336,15 +342,20 @@ class Audit:
     def ensemble_size(self) -> int:
         """How many of this pool's models one job should train together: up to
         :attr:`ENSEMBLE_SIZE` where :meth:`train_ensemble` would ensemble them, else 1."""
-        if not self._ensembles():
-            return 1
         dataset, population, _, masks = self.pool_plan()
-        models = [self.build_model(dataset, seed) for seed in (0, 1)]
-        data = [population.subset(np.flatnonzero(masks[index])) for index in (0, 1)]
-        sizes = {int(keep.sum()) for keep in masks}
-        if len(masks) < 2 or len(sizes) > 1 or can_ensemble(models, data) is not None:
+        if not self._ensembles() or len(masks) < 2 or len({int(k.sum()) for k in masks}) > 1:
             return 1
-        return self.ENSEMBLE_SIZE
+        _, models, data = self._ensemble_members(dataset, population, masks, [0, 1])
+        return self.ENSEMBLE_SIZE if can_ensemble(models, data) is None else 1
+
+    def _ensemble_members(
+        self, dataset: LoadedDataset, population: TensorData, masks: np.ndarray, indices: list[int]
+    ) -> tuple[list[int], list[Model], list[TensorData]]:
+        """Seeds, fresh models and training sets of the pool's models *indices*."""
+        seeds = [splits.model_seed(self.spec.seed, index) for index in indices]
+        models = [self.build_model(dataset, seed) for seed in seeds]
+        data = [population.subset(np.flatnonzero(masks[index])) for index in indices]
+        return seeds, models, data
 
     def _ensembles(self) -> bool:
         return bool(getattr(self.defense, "trains_by_recipe", False)) and (
@@ -371,9 +382,7 @@ class Audit:
         done: dict[int, tuple[Model, dict[str, Any], float]] = {}
         for first in range(0, len(indices), self.ENSEMBLE_SIZE):
             chunk = list(indices[first : first + self.ENSEMBLE_SIZE])
-            seeds = [splits.model_seed(self.spec.seed, index) for index in chunk]
-            models = [self.build_model(dataset, seed) for seed in seeds]
-            data = [population.subset(np.flatnonzero(masks[index])) for index in chunk]
+            seeds, models, data = self._ensemble_members(dataset, population, masks, chunk)
             if can_ensemble(models, data) is not None:
                 return done
             options = dict(device=self.device, reference=reference)
@@ -391,10 +400,13 @@ class Audit:
         (:class:`~privbench.interfaces.Signal`); call after :meth:`load_data`."""
         wanted: list[Signal] = []
         for _, attack in self.attacks:
-            declared = getattr(attack, "signals", None)
-            if callable(declared):
-                wanted += [s for s in declared(self.hflip_preserves_label) if s not in wanted]
+            wanted += [s for s in self._listed_signals(attack) or () if s not in wanted]
         return wanted
+
+    def _listed_signals(self, attack: Any) -> list[Signal] | None:
+        """The signals *attack* lists (``Attack.signals``), or None when it lists none."""
+        declared = getattr(attack, "signals", None)
+        return list(declared(self.hflip_preserves_label)) if callable(declared) else None
 
     def score_model(
         self, workspace: Workspace, index: int, wanted: Sequence[Signal], target: bool
@@ -420,10 +432,9 @@ class Audit:
     ) -> float | None:
         """Seconds it took to compute the signals *attack* lists on the models *keys*, or None
         when it lists none (its cost is then simply its wall time)."""
-        declared = getattr(attack, "signals", None)
-        if not callable(declared):
+        wanted = self._listed_signals(attack)
+        if wanted is None:
             return None
-        wanted = declared(self.hflip_preserves_label)
         names = [self.signal_cache_name(signal, population) for signal in wanted]
         return sum(workspace.tensor_seconds(key, name) or 0.0 for key in keys for name in names)
 
@@ -460,12 +471,13 @@ class Audit:
         the model already trained by the recipe in an ensemble, its metadata and seconds."""
         seed = splits.model_seed(self.spec.seed, index)
         options = dict(seed=seed, device=self.device, on_epoch=on_epoch, reference=reference)
+        trainer: StandardTrainer
         if trained is None:
-            model, trainer, seconds = self.build_model(dataset, seed), None, 0.0
+            model, seconds = self.build_model(dataset, seed), 0.0
+            trainer = StandardTrainer(self.spec.recipe, **options)
         else:
             model, meta, seconds = trained
             trainer = TrainedByEnsemble(self.spec.recipe, meta, **options)
-        trainer = trainer or StandardTrainer(self.spec.recipe, **options)
         started = time.perf_counter()
         meta = dict(self.defense.fit(model, population.subset(np.flatnonzero(keep)), trainer))
         meta.update(
@@ -497,11 +509,8 @@ class Audit:
         *reference* (the train split outside the population) is handed to the defense."""
         models, keys, metas, trained = [], [], [], 0
         pool_task = progress.add_task("models", total=len(masks)) if progress else None
-        missing = [
-            index
-            for index, keep in enumerate(masks)
-            if not workspace.has_model(self.model_key(population, keep, index))
-        ]
+        all_keys = [self.model_key(population, keep, index) for index, keep in enumerate(masks)]
+        missing = [index for index, key in enumerate(all_keys) if not workspace.has_model(key)]
         ensemble_task = (
             progress.add_task(f"  training {len(missing)} models together", total=None)
             if progress is not None and len(missing) > 1 and self._ensembles()
@@ -517,9 +526,8 @@ class Audit:
         )
         if progress is not None and ensemble_task is not None:
             progress.remove_task(ensemble_task)
-        for index, keep in enumerate(masks):
-            key = self.model_key(population, keep, index)
-            if workspace.has_model(key):
+        for index, (keep, key) in enumerate(zip(masks, all_keys, strict=True)):
+            if index not in missing:
                 model = self.build_model(dataset, splits.model_seed(self.spec.seed, index))
                 meta = workspace.load_model(key, model)
             else:

@@ -58,8 +58,7 @@ def fit_ensemble(
         model.to(device).train()
     params, buffers = stack_module_state(list(models))
     template = copy.deepcopy(models[0]).to("meta")
-    stacked = [p for p in params.values() if p.requires_grad]
-    optimizer = trainers[0].make_optimizer(_Holder(stacked))
+    optimizer = trainers[0].optimizer_for(params.values())
     scheduler = trainers[0].make_scheduler(optimizer)
     generators = [torch.Generator().manual_seed(t.seed) for t in trainers]
     xs = [d.x.to(device) for d in datasets]
@@ -103,17 +102,6 @@ def fit_ensemble(
             )
             model.eval()
     return [{"final_train_loss": float(total) / n, "ensemble": len(models)} for total in totals]
-
-
-class _Holder(nn.Module):
-    """Lets the trainer's optimizer factory take the stacked tensors as a module's parameters."""
-
-    def __init__(self, tensors: list[torch.Tensor]) -> None:
-        super().__init__()
-        self.tensors = tensors
-
-    def parameters(self, recurse: bool = True):  # type: ignore[override]
-        return iter(self.tensors)
 
 
 class TrainedByEnsemble(StandardTrainer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -90,8 +90,12 @@ class StandardTrainer:
         self.declared_training_set = TensorData(data.x.detach().cpu(), data.y.detach().cpu())
 
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return self.optimizer_for(model.parameters())
+
+    def optimizer_for(self, parameters: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+        """The recipe's optimizer over *parameters* (those that require gradients)."""
         r = self.recipe
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for p in parameters if p.requires_grad]
         if r.optimizer == "adamw":
             return torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay)
         return torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay)
