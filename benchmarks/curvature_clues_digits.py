@@ -20,7 +20,7 @@ from pathlib import Path
 
 from privbench import TrainingRecipe
 from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
-from privbench.report import plot_roc
+from privbench.results.files import plot_roc
 
 ATTACKS = [
     ("loss", "loss", {}),

@@ -9,11 +9,11 @@ attacks; a pool without DP gives the reference row. Metrics are mean +- std over
 as the paper reports them. Beside each measurement:
 
 - the largest AUROC any attack can reach under the accountant's (epsilon, delta)
-  (:func:`privbench.theory.dp_auc_bound`, tight), and
+  (:func:`privbench.analysis.theory.dp_auc_bound`, tight), and
 - the Curvature Clues bound in epsilon and m
-  (:func:`privbench.theory.curvature_distinguishability_bound`), its constants fitted to the
-  curvature attack's AUROCs as the paper's official notebook does
-  (:func:`privbench.theory.fit_curvature_distinguishability`).
+  (:func:`privbench.analysis.theory.curvature_distinguishability_bound`), its constants fitted
+  to the curvature attack's AUROCs as the paper's official notebook does
+  (:func:`privbench.analysis.theory.fit_curvature_distinguishability`).
 
 Writes ``dp_epsilon_sweep.md`` (the table) and ``dp_epsilon_sweep.png`` (AUROC against epsilon)
 into ``--out``. The paper sweeps epsilon 1 to 50 on CIFAR with ResNets; this is a CPU-sized
@@ -32,8 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from privbench import TrainingRecipe
+from privbench.analysis.theory import dp_auc_bound, fit_curvature_distinguishability
 from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
-from privbench.theory import dp_auc_bound, fit_curvature_distinguishability
 
 ATTACKS = [
     ("loss", "loss", {}),

@@ -11,7 +11,7 @@ a two-hidden-layer ``ntk-mlp`` of each width is trained to zero MSE on ``--train
 full batch, SGD with momentum 0.9, constant lr, no weight decay: the engine's recipe with
 ``--loss mse --schedule constant``), attacked with the ``reconstruction`` plugin at its
 defaults (2 candidates per image), and the candidates matched to the training images
-(:mod:`privbench.reconstruction`). A larger learning rate is the second axis: it moves the
+(:mod:`privbench.analysis.reconstruction`). A larger learning rate is the second axis: it moves the
 network further from its initial kernel in the same number of steps.
 
 For every run the table records the drift from the kernel regime as the relative change of the
@@ -37,9 +37,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from privbench import Access, Model, ModelView, ReconstructionContext, TrainingRecipe
+from privbench.analysis.reconstruction import match_reconstructions
 from privbench.engine.training import StandardTrainer
 from privbench.plugins import get_registry
-from privbench.reconstruction import match_reconstructions
 
 
 def tangent_kernel(model: Model, x: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ from privbench.errors import (
     UnknownPluginError,
     did_you_mean,
 )
-from privbench.hookspecs import PLUGIN_API, hookimpl
-from privbench.interfaces import (
+from privbench.plugins.hookspecs import PLUGIN_API, hookimpl
+from privbench.plugins.interfaces import (
     Access,
     Attack,
     AttackContext,
@@ -33,8 +33,8 @@ from privbench.interfaces import (
     Trainer,
     TrainingRecipe,
 )
+from privbench.version import __version__
 
-__version__ = "0.1.0"
 __plugin_api__ = PLUGIN_API
 
 __all__ = [

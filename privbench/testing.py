@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from privbench.errors import AccessDeniedError
-from privbench.interfaces import (
+from privbench.plugins import Registry, get_registry
+from privbench.plugins.interfaces import (
     Access,
     AttackContext,
     LoadedDataset,
@@ -34,8 +35,7 @@ from privbench.interfaces import (
     TensorData,
     TrainingRecipe,
 )
-from privbench.options import describe_options
-from privbench.plugins import Registry, get_registry
+from privbench.plugins.options import describe_options
 
 
 def check_plugin_class(cls: type) -> None:
@@ -314,7 +314,7 @@ class _Contract:
         )
 
     def test_options_round_trip(self) -> None:
-        from privbench.options import config_dict, configure
+        from privbench.plugins.options import config_dict, configure
 
         cls = self.plugin_class
         first = configure(cls, self.options, what=f"{self.kind} '{cls.name}'")

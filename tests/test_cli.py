@@ -177,7 +177,7 @@ def test_a_dp_defense_gets_its_theoretical_bound_printed(capsys, tmp_path, monke
     args = ["run", "-d", "fake-dp", "--defense-opt", "epsilon=2", "--preset", "quick", "-w", ws]
     code, out, err = run_cli(capsys, *args, "-q")
     assert code == 0, err
-    from privbench.theory import theoretical_maximum
+    from privbench.analysis.theory import theoretical_maximum
 
     expected = theoretical_maximum(2.0, 1e-5)
     assert "(ε=2, δ=1e-05)-DP allows at most" in out

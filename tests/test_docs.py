@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pluggy
 
-from privbench import Access, hookspecs
-from privbench.plugins import Registry
+from privbench import Access
+from privbench.plugins import Registry, hookspecs
 
 PAGE = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text()
 

@@ -319,7 +319,7 @@ def test_scorer_signals_are_cached_and_respect_access(tmp_path):
 
 
 def test_an_older_results_database_gains_new_metric_columns(tmp_path):
-    from privbench.results import METRIC_COLUMNS, ResultsDB
+    from privbench.results.db import METRIC_COLUMNS, ResultsDB
 
     path = tmp_path / "privbench.db"
     with sqlite3.connect(path) as db:

@@ -10,8 +10,8 @@ import pytest
 from conftest import run_cli
 from test_suite import SMALL, cells, half_failing_suite, install_broken_plugin
 
+from privbench.bench.executors import InlineExecutor, create_executor
 from privbench.errors import OptionError
-from privbench.executors import InlineExecutor, create_executor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,9 +112,9 @@ def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypa
 
 
 def test_scoring_passes_leave_the_cells_no_model_to_query(tmp_path, monkeypatch):
+    from privbench.bench.suite import load_suite, run_suite
     from privbench.engine.store import Workspace
-    from privbench.interfaces import ModelView
-    from privbench.suite import load_suite, run_suite
+    from privbench.plugins.interfaces import ModelView
 
     suite_file = tmp_path / "tiny.toml"
     three = (

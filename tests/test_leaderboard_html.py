@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from privbench import leaderboard as board
+from privbench.analysis.metrics import roc, roc_points
 from privbench.cli import main
-from privbench.metrics import roc, roc_points
 from privbench.plugins import set_registry
-from privbench.results import METRIC_COLUMNS, ResultsDB
+from privbench.results import leaderboard as board
+from privbench.results.db import METRIC_COLUMNS, ResultsDB
 
 SUITE = """
 [suite]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from privbench.analysis.memorization import memorization, rank_correlation
 from privbench.engine.splits import keep_masks
-from privbench.memorization import memorization, rank_correlation
 
 # 4 models x 4 samples; sample 3 is in every model's training set.
 KEEP = np.array(

@@ -11,8 +11,14 @@ import pytest
 from scipy.stats import beta
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from privbench.metrics import clopper_pearson, compute_metrics, roc, split_halves, tpr_at_fpr
-from privbench.report import plot_roc, write_json_atomic
+from privbench.analysis.metrics import (
+    clopper_pearson,
+    compute_metrics,
+    roc,
+    split_halves,
+    tpr_at_fpr,
+)
+from privbench.results.files import plot_roc, write_json_atomic
 
 
 def inequalities(tpr: float, fpr: float, delta: float) -> list[float]:

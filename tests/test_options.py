@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from privbench import OptionError
-from privbench.options import config_dict, configure, describe_options, parse_assignments
+from privbench.plugins.options import config_dict, configure, describe_options, parse_assignments
 
 
 class Mode(enum.Enum):

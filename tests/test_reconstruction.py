@@ -26,9 +26,7 @@ from privbench import (
     PrivbenchError,
     ReconstructionContext,
 )
-from privbench.options import configure
-from privbench.plugins import Registry
-from privbench.reconstruction import (
+from privbench.analysis.reconstruction import (
     SSIM_THRESHOLD,
     greedy_match,
     match_reconstructions,
@@ -36,6 +34,8 @@ from privbench.reconstruction import (
     save_grid,
     ssim,
 )
+from privbench.plugins import Registry
+from privbench.plugins.options import configure
 
 TRAIN = 10
 WIDTH = 512

@@ -234,7 +234,7 @@ def test_a_missing_suite_file_is_one_line(capsys, tmp_path):
 
 @pytest.mark.parametrize("name", ["smoke", "digits", "cifar10", "cifar100"])
 def test_the_shipped_suites_are_valid(name):
-    from privbench.suite import load_suite
+    from privbench.bench.suite import load_suite
 
     # CIFAR is not on a test machine: its suites' plugins and options are checked all the same.
     suite = load_suite(ROOT / "benchmarks" / f"{name}.toml", check_data="cifar" not in name)
@@ -252,7 +252,7 @@ def test_a_paper_scale_suite_without_its_data_says_how_to_provide_it(capsys, tmp
 
 
 def test_where_the_data_lies_is_not_part_of_a_cell(tmp_path, monkeypatch):
-    from privbench.suite import load_suite
+    from privbench.bench.suite import load_suite
 
     suite = tmp_path / "tiny.toml"
     suite.write_text(SMALL)

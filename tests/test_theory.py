@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import laplace, norm
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from privbench.theory import (
+from privbench.analysis.theory import (
     curvature_distinguishability_bound,
     dp_advantage_bound,
     dp_auc_bound,

@@ -24,14 +24,17 @@ import numpy as np
 import torch
 from rich.progress import Progress
 
-import privbench
-from privbench import reconstruction
+from privbench.analysis import reconstruction
+from privbench.analysis.memorization import memorization, rank_correlation
+from privbench.analysis.metrics import compute_metrics, roc, roc_points
+from privbench.analysis.theory import theoretical_maximum
 from privbench.engine import signals, splits
 from privbench.engine.ensemble import TrainedByEnsemble, can_ensemble, fit_ensemble
 from privbench.engine.store import STORE_FORMAT, Workspace, digest, file_digest, tensor_digest
 from privbench.engine.training import StandardTrainer, resolve_device
 from privbench.errors import OptionError, PrivbenchError
-from privbench.interfaces import (
+from privbench.plugins import Component, Registry, get_registry
+from privbench.plugins.interfaces import (
     Access,
     AttackContext,
     LoadedDataset,
@@ -42,13 +45,10 @@ from privbench.interfaces import (
     TensorData,
     TrainingRecipe,
 )
-from privbench.memorization import memorization, rank_correlation
-from privbench.metrics import compute_metrics, roc, roc_points
-from privbench.options import config_dict
-from privbench.plugins import Component, Registry, get_registry
-from privbench.report import plot_roc, write_json_atomic
-from privbench.results import ResultsDB
-from privbench.theory import theoretical_maximum
+from privbench.plugins.options import config_dict
+from privbench.results.db import ResultsDB
+from privbench.results.files import plot_roc, write_json_atomic
+from privbench.version import __version__
 
 AUGMENTATIONS = ("none", "hflip")
 
@@ -397,7 +397,7 @@ class Audit:
 
     def signals(self) -> list[Signal]:
         """What this audit's attacks will read from every model, as far as they say
-        (:class:`~privbench.interfaces.Signal`); call after :meth:`load_data`."""
+        (:class:`~privbench.plugins.interfaces.Signal`); call after :meth:`load_data`."""
         wanted: list[Signal] = []
         for _, attack in self.attacks:
             wanted += [s for s in self._listed_signals(attack) or () if s not in wanted]
@@ -485,7 +485,7 @@ class Audit:
             members=int(keep.sum()),
             train_seconds=seconds + time.perf_counter() - started,
             device=str(self.device),
-            privbench=privbench.__version__,
+            privbench=__version__,
         )
         if trainer.declared_training_set is not None:
             # Before the model: a stored model implies its declared set is stored too.
@@ -991,7 +991,7 @@ class Audit:
                 for r in results
             ],
             "environment": {
-                "privbench": privbench.__version__,
+                "privbench": __version__,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
                 "plugins": {

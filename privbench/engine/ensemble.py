@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from privbench.engine.training import StandardTrainer, autocast
-from privbench.interfaces import Model, TensorData
+from privbench.plugins.interfaces import Model, TensorData
 
 
 def can_ensemble(models: Sequence[Model], datasets: Sequence[TensorData]) -> str | None:

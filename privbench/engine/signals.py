@@ -8,9 +8,9 @@ import torch
 
 from privbench.engine.store import digest
 from privbench.errors import AccessDeniedError
-from privbench.interfaces import ModelView, TensorData
-from privbench.options import config_dict
 from privbench.plugins import Registry
+from privbench.plugins.interfaces import ModelView, TensorData
+from privbench.plugins.options import config_dict
 
 
 def scorer_for(registry: Registry, view: ModelView, name: str, options: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from privbench.errors import OptionError
-from privbench.interfaces import Model, TensorData, TrainingRecipe
+from privbench.plugins.interfaces import Model, TensorData, TrainingRecipe
 
 EpochCallback = Callable[[int, int], None]
 
@@ -68,7 +68,7 @@ def recipe_loss(recipe: TrainingRecipe, logits: torch.Tensor, y: torch.Tensor) -
 
 
 class StandardTrainer:
-    """Trains a :class:`~privbench.interfaces.Model` by the recipe (implements ``Trainer``)."""
+    """Trains a :class:`~privbench.plugins.interfaces.Model` by the recipe (a ``Trainer``)."""
 
     def __init__(
         self,

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
-from privbench.reconstruction import psnr, ssim
+from privbench.analysis.reconstruction import psnr, ssim
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

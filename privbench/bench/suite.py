@@ -46,13 +46,13 @@ from typing import Any
 
 import attrs
 
+from privbench.bench.executors import Executor, InlineExecutor
 from privbench.engine.audit import Audit, AuditSpec, PluginChoice, RunResult, insert_run
 from privbench.engine.store import Workspace, digest
 from privbench.errors import PrivbenchError
-from privbench.executors import Executor, InlineExecutor
-from privbench.interfaces import Signal, TrainingRecipe
 from privbench.plugins import Registry, get_registry
-from privbench.results import METRIC_COLUMNS, ResultsDB
+from privbench.plugins.interfaces import Signal, TrainingRecipe
+from privbench.results.db import METRIC_COLUMNS, ResultsDB
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -11,7 +11,7 @@ declares the built-in plugins exactly as a third party declares theirs)::
         register(MyAttack)
 
 Each ``register`` callback takes a plugin *class*: an attrs class with a unique ``name`` whose
-fields are its options (see :mod:`privbench.interfaces`); the core instantiates it from the
+fields are its options (see :mod:`privbench.plugins.interfaces`); the core instantiates it from the
 user's validated options.
 """
 

@@ -22,13 +22,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-import privbench
 from privbench.errors import OptionError, PrivbenchError, did_you_mean
-from privbench.interfaces import TrainingRecipe
-from privbench.options import configure, describe_options, parse_assignments
 from privbench.plugins import KINDS, Registry, get_registry
+from privbench.plugins.hookspecs import PLUGIN_API
+from privbench.plugins.interfaces import TrainingRecipe
+from privbench.plugins.options import configure, describe_options, parse_assignments
 from privbench.presets import PRESETS, get_preset
-from privbench.results import ResultsDB
+from privbench.results.db import ResultsDB
+from privbench.version import __version__
 
 # Piped or captured output gets 120 columns rather than rich's 80, so the table stays whole.
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -361,7 +362,7 @@ def build_app(registry: Registry) -> typer.Typer:
         version: bool = typer.Option(False, "--version", help="Show the version and exit."),
     ) -> None:
         if version:
-            console.print(f"privbench {privbench.__version__}")
+            console.print(f"privbench {__version__}")
             raise typer.Exit()
 
     @app.command()
@@ -537,7 +538,7 @@ def build_app(registry: Registry) -> typer.Typer:
         directory: Path = typer.Option(Path("."), "--directory", "-d", help="Where to write it."),
     ) -> None:
         """Write a plugin package skeleton (entry point, an attack, contract tests) to edit."""
-        from privbench.scaffold import new_plugin as write
+        from privbench.plugins.scaffold import new_plugin as write
 
         root = write(name, directory)
         console.print(f"wrote {root}: pip install -e {root}, then privbench plugins --check {name}")
@@ -597,9 +598,9 @@ def build_app(registry: Registry) -> typer.Typer:
     ) -> None:
         """Run every cell of a suite (validated first): each missing model is trained once,
         then every cell's attacks run; finished cells are not run again."""
+        from privbench.bench.executors import create_executor
+        from privbench.bench.suite import load_suite, plan_suite, run_suite
         from privbench.engine.store import Workspace
-        from privbench.executors import create_executor
-        from privbench.suite import load_suite, plan_suite, run_suite
 
         suite = load_suite(suite_file, registry, data_root=data_root)
         ws = Workspace(workspace_path(workspace))
@@ -652,7 +653,7 @@ def build_app(registry: Registry) -> typer.Typer:
         if counts["failed"]:
             raise typer.Exit(1)
 
-    from privbench.leaderboard import FORMATS as board_formats
+    from privbench.results.leaderboard import FORMATS as board_formats
 
     @app.command()
     def leaderboard(
@@ -669,8 +670,8 @@ def build_app(registry: Registry) -> typer.Typer:
         output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file."),
     ) -> None:
         """Attack results ranked, with the defended model's test accuracy and the cost."""
-        from privbench import leaderboard as board
-        from privbench.suite import suite_header
+        from privbench.bench.suite import suite_header
+        from privbench.results import leaderboard as board
 
         suite_name, by = None, "tpr_at_0_1_fpr"
         if suite_file is not None:
@@ -742,8 +743,8 @@ def check_plugin(registry: Registry, name: str) -> None:
 def plugins_document(registry: Registry) -> dict[str, Any]:
     """``privbench plugins --json``: every plugin, its status, and every component's options."""
     return {
-        "privbench": privbench.__version__,
-        "plugin_api": privbench.__plugin_api__,
+        "privbench": __version__,
+        "plugin_api": PLUGIN_API,
         "plugins": [
             {
                 "name": info.name,

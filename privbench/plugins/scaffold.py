@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from privbench.errors import OptionError
-from privbench.hookspecs import PLUGIN_API
+from privbench.plugins.hookspecs import PLUGIN_API
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 

@@ -1,9 +1,10 @@
 """The few interfaces between privbench's core and its plugins.
 
 Plugin kinds (each a class registered through a ``register_*`` hook, see
-:mod:`privbench.hookspecs`). Every plugin is an attrs class with a unique ``name`` and a one-line
-``description`` (class variables); its attrs fields are its typed, validated options (settable
-as ``--attack-opt key=value`` on the command line and as tables in suite files), so a configured
+:mod:`privbench.plugins.hookspecs`). Every plugin is an attrs class with a unique ``name`` and
+a one-line ``description`` (class variables); its attrs fields are its typed, validated options
+(settable as ``--attack-opt key=value`` on the command line and as tables in suite files), so a
+configured
 plugin is simply an instance::
 
     @attrs.frozen

@@ -5,7 +5,8 @@ One row per (dataset, model, defense, attack) configuration, its metrics average
 trade-off) and the attack's cost in seconds (its own work plus computing the signals it reads,
 wherever that happened: see ``Audit.signal_seconds``). Ranked by TPR at 0.1% FPR unless told
 otherwise.
-As Markdown, CSV, JSON or a self-contained HTML page with plots (:mod:`privbench.leaderboard_html`).
+As Markdown, CSV, JSON or a self-contained HTML page with plots
+(:mod:`privbench.results.leaderboard_html`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from privbench.errors import OptionError, PrivbenchError
 from privbench.plugins import get_registry
-from privbench.results import METRIC_COLUMNS, ResultsDB
+from privbench.results.db import METRIC_COLUMNS, ResultsDB
 
 FORMATS = ("md", "csv", "json", "html")
 TEXT_COLUMNS = ("dataset", "model", "defense", "attack")
@@ -103,7 +104,7 @@ def collect(db: ResultsDB, suite: str | None = None) -> list[dict[str, Any]]:
 
 
 def mean_roc(curves: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, list[float]] | None:
-    """The seeds' stored ROCs (:func:`privbench.metrics.roc_points`) averaged, or None.
+    """The seeds' stored ROCs (:func:`privbench.analysis.metrics.roc_points`) averaged, or None.
 
     Each stored curve is a step function (the best TPR at FPR <= x), so it is evaluated as one on
     the union of the seeds' FPR grids and the TPRs are averaged there: exact for a single seed,
@@ -111,8 +112,9 @@ def mean_roc(curves: Sequence[Mapping[str, Sequence[float]]]) -> dict[str, list[
     """
     if not curves:
         return None
-    # On use: privbench.metrics imports scikit-learn, and the CLI imports this module at start-up.
-    from privbench.metrics import tpr_on_grid
+    # On use: privbench.analysis.metrics imports scikit-learn, and the CLI imports this
+    # module at start-up.
+    from privbench.analysis.metrics import tpr_on_grid
 
     grid = np.unique(np.concatenate([np.asarray(c["fpr"], dtype=np.float64) for c in curves]))
     tprs = [tpr_on_grid(curve["fpr"], curve["tpr"], grid) for curve in curves]
@@ -143,7 +145,7 @@ def render(
     if fmt not in FORMATS:
         raise OptionError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")
     if fmt == "html":
-        from privbench.leaderboard_html import render_html  # matplotlib only when asked for
+        from privbench.results.leaderboard_html import render_html  # matplotlib only when asked for
 
         return render_html(rows, by, suite=suite, failed=failed)
     rows = rank(rows, by)

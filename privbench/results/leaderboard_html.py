@@ -21,9 +21,9 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-import privbench
-from privbench.leaderboard import TEXT_COLUMNS, columns, rank
-from privbench.report import roc_figure
+from privbench.results.files import roc_figure
+from privbench.results.leaderboard import TEXT_COLUMNS, columns, rank
+from privbench.version import __version__
 
 LABELS = {
     "auc": "AUC",
@@ -256,7 +256,7 @@ def render_html(
         f"<title>privbench leaderboard: {name}</title><style>{CSS}</style></head><body>",
         f"<header><h1>privbench leaderboard: {name}</h1>",
         f'<p class="meta">ranked by <b>{escape(LABELS[by])}</b> · <b>{len(rows)}</b> '
-        f"configurations · privbench {escape(privbench.__version__)} · generated {when}</p>",
+        f"configurations · privbench {escape(__version__)} · generated {when}</p>",
         '<p class="note">Membership-inference attacks against each (defended) model: higher '
         "attack metrics mean more leakage about the training data.</p></header>",
         f"<section><h2>Leaderboard</h2>{table}</section>",

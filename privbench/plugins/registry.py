@@ -27,15 +27,15 @@ from typing import Any, Literal
 import attrs
 import pluggy
 
-from privbench import hookspecs
 from privbench.errors import (
     PluginConflictError,
     PluginLoadError,
     UnknownPluginError,
     did_you_mean,
 )
-from privbench.hookspecs import PLUGIN_API
-from privbench.options import configure
+from privbench.plugins import hookspecs
+from privbench.plugins.hookspecs import PLUGIN_API
+from privbench.plugins.options import configure
 
 Kind = Literal["attack", "defense", "scorer", "model", "dataset"]
 KINDS: tuple[Kind, ...] = ("attack", "defense", "scorer", "model", "dataset")

@@ -13,7 +13,8 @@ Privacy", Section 2). The region is convex, so it also bounds the pooled ROC of 
 per-sample tests are mixtures over the rest of the training set. Randomized response attains its
 boundary, so :func:`dp_tpr_bound`, :func:`dp_advantage_bound` and
 :func:`dp_auc_bound` are tight. A measured value above them means a broken guarantee or sampling
-noise (the finite-sample ROC fluctuates; see ``epsilon_lower`` in :mod:`privbench.metrics`).
+noise (the finite-sample ROC fluctuates; see ``epsilon_lower`` in
+:mod:`privbench.analysis.metrics`).
 
 **Ravikumar, Soufleri, Hashemi and Roy, "Unveiling Privacy, Memorization, and Input Curvature
 Links", ICML 2024** (PMLR 235; theorem numbers of that version). Notation: ``S`` has ``m``
@@ -160,7 +161,8 @@ def dp_auc_bound(epsilon: ArrayLike, delta: ArrayLike) -> FloatArray:
 @attrs.frozen
 class TheoreticalMaximum:
     """What (epsilon, delta)-DP allows any attack at most, field for field as in
-    :class:`privbench.metrics.AttackMetrics`, so reports print it beside the measured values."""
+    :class:`privbench.analysis.metrics.AttackMetrics`, so reports print it beside the measured
+    values."""
 
     epsilon: float
     delta: float
