@@ -4,8 +4,7 @@ Plugin kinds (each a class registered through a ``register_*`` hook, see
 :mod:`privbench.plugins.hookspecs`). Every plugin is an attrs class with a unique ``name`` and
 a one-line ``description`` (class variables); its attrs fields are its typed, validated options
 (settable as ``--attack-opt key=value`` on the command line and as tables in suite files), so a
-configured
-plugin is simply an instance::
+configured plugin is simply an instance::
 
     @attrs.frozen
     class LossAttack:
