@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from privbench import TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
-from privbench.results.files import plot_roc
+import privbench
+from privbench.results.plots import plot_roc
 
 ATTACKS = [
     ("loss", "loss", {}),
@@ -38,27 +37,29 @@ COLUMNS = [
 ]
 
 
-def run_size(workspace: Workspace, size: int, args: argparse.Namespace) -> tuple[list, dict]:
+def run_size(workspace: Path, size: int, args: argparse.Namespace) -> tuple[list, dict]:
     """One pool at population *size*; every attack against it (one audit per attack label,
     the models coming from the store after the first)."""
     rows, curves = [], {}
     for label, name, options in ATTACKS:
-        spec = AuditSpec(
-            attacks=(PluginChoice(name, options),),
-            recipe=TrainingRecipe(epochs=args.epochs),
+        started = time.perf_counter()
+        result = privbench.audit(
+            attacks=[(name, options)],
+            epochs=args.epochs,
             shadows=args.models - 1,
             targets=args.targets,
             paired=True,
             population=size,
             seed=args.seed,
             device="cpu",
+            workspace=workspace,
         )
-        started = time.perf_counter()
-        result = Audit.prepare(spec).run(workspace)
         attack = result.attacks[0]
-        rows.append((label, attack.per_target, time.perf_counter() - started))
-        curves[label] = (attack.fpr, attack.tpr, attack.metrics["auc"])
-        utility = result.record["utility"]
+        spread = {"mean": attack.per_target.mean, "std": attack.per_target.std}
+        rows.append((label, spread, time.perf_counter() - started))
+        curves[label] = (*attack.scores.roc(), attack.metrics.auc)
+        utility = {"train_accuracy": result.utility.train_accuracy,
+                   "test_accuracy": result.utility.test_accuracy}  # fmt: skip
     return rows, {"curves": curves, "utility": utility}
 
 
@@ -96,7 +97,7 @@ def main() -> None:
         f"--epochs {args.epochs} --seed {args.seed}"
     )
     with tempfile.TemporaryDirectory() as scratch:
-        workspace = Workspace(args.workspace or scratch)
+        workspace = Path(args.workspace or scratch)
         sections, last = [], None
         for size in sizes:
             rows, extra = run_size(workspace, size, args)

@@ -31,9 +31,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from privbench import TrainingRecipe
+import privbench
 from privbench.analysis.theory import dp_auc_bound, fit_curvature_distinguishability
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
 
 ATTACKS = [
     ("loss", "loss", {}),
@@ -44,26 +43,27 @@ CURVATURE = "Curv ZO LR"
 
 
 def run_pool(
-    workspace: Workspace, defense: PluginChoice, args: argparse.Namespace
+    workspace: Path, defense: tuple[str, dict], args: argparse.Namespace
 ) -> tuple[dict[str, tuple[float, float]], dict, dict]:
     """Every attack against one pool: ``label -> (mean AUROC, std)``, utility, DP guarantee."""
     aucs, utility, guarantee = {}, {}, {}
     for label, name, options in ATTACKS:
-        spec = AuditSpec(
-            model=PluginChoice(args.model),
+        record = privbench.audit(
+            model=args.model,
             defense=defense,
-            attacks=(PluginChoice(name, options),),
-            recipe=TrainingRecipe(
-                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=0.5
-            ),
+            attacks=[(name, options)],
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            momentum=0.5,
             shadows=args.models - 1,
             targets=args.targets,
             paired=True,
             population=args.population,
             seed=args.seed,
             device="cpu",
-        )
-        record = Audit.prepare(spec).run(workspace).record
+            workspace=workspace,
+        ).to_record()
         per_target = record["attacks"][0]["per_target"]
         aucs[label] = (per_target["mean"]["auc"], per_target["std"]["auc"])
         utility, guarantee = record["utility"], record.get("dp_bound", {})
@@ -114,12 +114,10 @@ def main() -> None:
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        workspace = Workspace(args.workspace or scratch)
-        reference = run_pool(workspace, PluginChoice("none"), args)
+        workspace = Path(args.workspace or scratch)
+        reference = run_pool(workspace, ("none", {}), args)
         for epsilon in epsilons:
-            aucs, utility, guarantee = run_pool(
-                workspace, PluginChoice("dp-sgd", {"epsilon": epsilon}), args
-            )
+            aucs, utility, guarantee = run_pool(workspace, ("dp-sgd", {"epsilon": epsilon}), args)
             rows.append({"epsilon": guarantee["epsilon"], "aucs": aucs, "utility": utility,
                          "delta": guarantee["delta"], "max_auc": guarantee["auc"]})  # fmt: skip
             print(f"epsilon {epsilon}: {aucs} test acc {utility['test_accuracy']:.3f}", flush=True)

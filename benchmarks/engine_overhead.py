@@ -15,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from privbench import TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+import privbench
 
 
 def main() -> None:
@@ -24,25 +23,21 @@ def main() -> None:
     parser.add_argument("--shadows", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
-    spec = AuditSpec(
-        attacks=(PluginChoice("loss"), PluginChoice("confidence")),
-        recipe=TrainingRecipe(epochs=args.epochs),
-        shadows=args.shadows,
-        device="cpu",
+    settings = dict(
+        attacks=["loss", "confidence"], epochs=args.epochs, shadows=args.shadows, device="cpu"
     )
     with tempfile.TemporaryDirectory() as root:
-        workspace = Workspace(root)
         started = time.perf_counter()
-        first = Audit.prepare(spec).run(workspace)
+        first = privbench.audit(workspace=root, **settings)
         first_seconds = time.perf_counter() - started
         training = sum(
             json.loads(path.read_text())["train_seconds"]
             for path in Path(root, "models").glob("*/*/meta.json")
         )
         started = time.perf_counter()
-        Audit.prepare(spec).run(workspace)
+        privbench.audit(workspace=root, **settings)
         second_seconds = time.perf_counter() - started
-    models = first.record["training"]["models"]
+    models = first.training.models
     print(f"audit of {models} models on digits ({args.epochs} epochs), 2 attacks")
     print(f"first run: {first_seconds:.2f} s, of which training loops {training:.2f} s")
     print(f"training share of the first run: {training / first_seconds:.3f}")

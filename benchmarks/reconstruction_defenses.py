@@ -26,11 +26,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from attrs import fields_dict
-
-from privbench import TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
-from privbench.plugins import get_registry
+import privbench
 
 DEFENSES = [
     ("none", "none", {}),
@@ -47,22 +43,17 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     args = parser.parse_args()
-    workspace = Workspace(args.workspace or tempfile.mkdtemp(prefix="privbench-recon-"))
-    setting = get_registry().get("attack", "reconstruction").cls.victim_setting
-    recipe_fields = fields_dict(TrainingRecipe)
-    recipe = TrainingRecipe(**{k: v for k, v in setting.items() if k in recipe_fields})
+    workspace = args.workspace or tempfile.mkdtemp(prefix="privbench-recon-")
     rows = []
     for label, defense, options in DEFENSES:
-        spec = AuditSpec(
-            model=PluginChoice(setting["model"]),
-            defense=PluginChoice(defense, options),
-            attacks=(PluginChoice("reconstruction", {"steps": args.steps}),),
-            recipe=recipe,
-            shadows=0,
+        # The attack's victim setting (Loo et al.'s MLP and training) fills in the rest.
+        record = privbench.audit(
+            defense=(defense, options),
+            attacks=[("reconstruction", {"steps": args.steps})],
             population=args.population,
             device="cpu",
-        )
-        record = Audit.prepare(spec).run(workspace).record
+            workspace=workspace,
+        ).to_record()
         (summary,) = record["reconstructions"]
         meta = record["training"].get("target_meta", {})
         declared = summary.get("declared_training_set", {}).get("metrics", {})

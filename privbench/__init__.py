@@ -1,9 +1,22 @@
 """privbench: how much does a trained image classifier leak about its training data?
 
-The public API for plugin authors is what this module exports; plugins import nothing else from
-the core.
+Two audiences, one facade:
+
+- Researchers and auditors: :func:`audit` runs an audit and returns an :class:`AuditResult`
+  (``summary()``, ``to_pandas()``, per-attack metrics, ROC points, per-sample scores);
+  :func:`load_run` reads an earlier run back; a :class:`Callback` (:class:`PrintProgress`, or
+  your own) hears the progress. The
+  ``privbench`` command line is a client of these.
+- Plugin authors: the interfaces (:class:`Attack`, :class:`Defense`, :class:`Scorer`,
+  :class:`ModelFactory`, :class:`DatasetSource`), what they receive (:class:`AttackContext`,
+  :class:`ModelView`, :class:`TensorData`, ...), :data:`hookimpl` and the errors. Plugins import
+  nothing else from the core but :mod:`privbench.helpers` and the test kit
+  :mod:`privbench.testing`.
 """
 
+from privbench.api import audit, load_run
+from privbench.engine.progress import Callback, PrintProgress
+from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.errors import (
     AccessDeniedError,
     DatasetNotFoundError,
@@ -33,6 +46,8 @@ from privbench.plugins.interfaces import (
     Trainer,
     TrainingRecipe,
 )
+from privbench.results.parts import AttackResult
+from privbench.results.result import AuditResult
 from privbench.version import __version__
 
 __plugin_api__ = PLUGIN_API
@@ -42,6 +57,10 @@ __all__ = [
     "AccessDeniedError",
     "Attack",
     "AttackContext",
+    "AttackResult",
+    "AuditResult",
+    "AuditSpec",
+    "Callback",
     "DatasetNotFoundError",
     "DatasetSource",
     "Defense",
@@ -50,8 +69,10 @@ __all__ = [
     "ModelFactory",
     "ModelView",
     "OptionError",
+    "PluginChoice",
     "PluginConflictError",
     "PluginLoadError",
+    "PrintProgress",
     "PrivbenchError",
     "ReconstructionAttack",
     "ReconstructionContext",
@@ -62,6 +83,8 @@ __all__ = [
     "TrainingRecipe",
     "UnknownPluginError",
     "__version__",
+    "audit",
     "did_you_mean",
     "hookimpl",
+    "load_run",
 ]

@@ -20,7 +20,9 @@ from sklearn.metrics import roc_auc_score
 
 import privbench
 from privbench import Access, AttackContext, Model, ModelView, OptionError, TensorData
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.testing import check_attack
 
 ATTACKS = (SablayrollesAttack, WatsonAttack, YeAttackR, SongMittalAttack)
@@ -283,9 +285,9 @@ def test_each_baseline_beats_chance_and_calibration_beats_the_loss(tmp_path, reg
         attacks=tuple(PluginChoice(name) for name in names),
         device="cpu",
     )
-    result = Audit.prepare(spec, registry).run(Workspace(tmp_path))
-    auc = {a.name: a.metrics["auc"] for a in result.attacks}
-    assert result.record["utility"]["train_accuracy"] > 0.95  # an overfit pool
+    result = run_audit(spec, Workspace(tmp_path), registry=registry)
+    auc = {a.name: a.metrics.auc for a in result.attacks}
+    assert result.to_record()["utility"]["train_accuracy"] > 0.95  # an overfit pool
     for name in names:
         assert auc[name] > 0.55, auc
     for name in ("watson", "attack-r", "sablayrolles"):

@@ -12,7 +12,6 @@ import pytest
 import torch
 from privbench_plugins.defenses.bn_synthesis import (
     BNSynthesis,
-    accuracy,
     bn_statistics_loss,
     psnr,
     ssim,
@@ -21,6 +20,7 @@ from privbench_plugins.defenses.bn_synthesis import (
 
 from privbench import Model, PrivbenchError, TensorData, TrainingRecipe
 from privbench.engine.training import StandardTrainer
+from privbench.helpers import accuracy
 from privbench.plugins import Registry
 from privbench.testing import check_defense, check_plugin_class
 

@@ -63,7 +63,7 @@ def test_run_loss_attack_on_an_overfit_digits_model(tmp_path, capsys):
 
 def test_plugins_command_lists_failed_plugins(capsys, monkeypatch):
     monkeypatch.setenv("PRIVBENCH_PLUGINS", "privbench_no_such_plugin")
-    code, out, _ = run_cli(capsys, "plugins", "--options")
+    code, out, _ = run_cli(capsys, "plugins")
     assert code == 0
     assert "privbench_no_such_plugin" in out and "failed" in out
     assert "loss-attacks" in out and "small-cnn" in out
@@ -256,3 +256,19 @@ def test_a_reconstruction_attack_is_matched_to_the_targets_training_images(
     assert code == 0 and "loss, guess" in out
     code, out, _ = run_cli(capsys, "show", "latest", "-w", str(ws))
     assert code == 0 and "reconstruction attack guess on target 0" in out
+
+
+def test_plugins_options_name_shows_every_option_with_its_meaning_in_full(capsys):
+    code, out, _ = run_cli(capsys, "plugins", "--options", "rmia")
+    assert code == 0
+    assert "attack rmia" in out
+    for option in ("gamma", "num_z", "offline_a", "temperature", "augment"):
+        assert option in out
+    assert "…" not in out  # values and meanings in full, not cut
+    from privbench.plugins import get_registry
+    from privbench.plugins.options import option_summary
+
+    meaning = option_summary(get_registry().get("attack", "rmia").cls)["gamma"]
+    assert " ".join(meaning.split()[:4]) in " ".join(out.split())
+    code, out, err = run_cli(capsys, "plugins", "--options", "rmai")
+    assert code == 2 and "did you mean 'rmia'" in err

@@ -20,7 +20,9 @@ from scipy.stats import norm
 from torch import nn
 
 from privbench import Access, AccessDeniedError, Model, ModelView, OptionError, TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.plugins import Registry
 from privbench.testing import check_attack, check_scorer
 
@@ -356,12 +358,12 @@ def test_the_attack_finds_members_of_overfit_models(tmp_path, registry):
         attacks=(PluginChoice("curvature"),),
     )
     workspace = Workspace(tmp_path)
-    result = Audit.prepare(spec, registry).run(workspace)
-    assert result.record["utility"]["train_accuracy"] > 0.95
+    result = run_audit(spec, workspace, registry=registry)
+    assert result.to_record()["utility"]["train_accuracy"] > 0.95
     assert result.attacks[0].access == "logits"
-    assert result.attacks[0].metrics["auc"] > 0.65
+    assert result.attacks[0].metrics.auc > 0.65
     pooled = attrs.evolve(spec, attacks=(PluginChoice("curvature", {"global_variance": True}),))
-    assert Audit.prepare(pooled, registry).run(workspace).attacks[0].metrics["auc"] > 0.7
+    assert run_audit(pooled, workspace, registry=registry).attacks[0].metrics.auc > 0.7
 
 
 def test_mirrored_curvature_queries_follow_the_dataset():

@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from privbench_plugins.defenses.distillation import Distillation, accuracy, distillation_loss
+from privbench_plugins.defenses.distillation import Distillation, distillation_loss
 from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
 from privbench import Model, OptionError, PrivbenchError, TensorData, TrainingRecipe
 from privbench.engine.training import StandardTrainer
+from privbench.helpers import accuracy
 from privbench.plugins import Registry
 from privbench.testing import check_defense
 
@@ -114,14 +115,17 @@ def runs(registry, digits):
         undefended = _model(registry, digits, seed)
         trainer.fit(undefended, members)
         row = {
-            "none": (accuracy(undefended, digits.test), _loss_auc(undefended, members, non_members))
+            "none": (
+                accuracy(undefended, digits.test.x, digits.test.y),
+                _loss_auc(undefended, members, non_members),
+            )
         }
         for transfer in ("self-split", "mixup") + (("reference",) if seed == SEEDS[0] else ()):
             student = _model(registry, digits, seed)
             meta = Distillation(transfer=transfer).fit(student, members, trainer)
             assert meta["transfer"] == transfer and 0 <= meta["student_train_accuracy"] <= 1
             row[transfer] = (
-                accuracy(student, digits.test),
+                accuracy(student, digits.test.x, digits.test.y),
                 _loss_auc(student, members, non_members),
             )
         results[seed] = row

@@ -33,3 +33,23 @@ def test_every_access_level_an_attack_can_declare_is_documented():
 
 def test_the_plugin_api_version_is_documented():
     assert "PRIVBENCH_PLUGIN_API" in PAGE and "__plugin_api__" in PAGE
+
+
+def test_the_options_reference_is_the_one_generated_from_the_code():
+    from privbench.plugins.reference import COMMAND, marked_section, options_reference_markdown
+
+    expected = options_reference_markdown(Registry.from_environment())
+    assert "#### `lira` (attack)" in expected and "| `gamma` | `float` | `1.0` |" in expected
+    assert marked_section(PAGE).strip() == expected.strip(), (
+        f"docs/plugins.md's options reference is stale: regenerate it with `{COMMAND}`"
+    )
+    assert COMMAND in PAGE
+
+
+def test_the_public_surface_is_documented():
+    import privbench.helpers
+
+    for name in privbench.helpers.__all__:
+        assert f"`{name}" in PAGE, f"docs/plugins.md does not describe privbench.helpers.{name}"
+    for field in ("hflip_preserves_label", "num_classes", "subset(indices)", "input_shape"):
+        assert field in PAGE, f"docs/plugins.md does not describe {field}"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from privbench import TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.plugins import Registry
 
 pytestmark = pytest.mark.slow
@@ -28,7 +30,7 @@ def _audit(tmp_path, defense: PluginChoice) -> dict:
         population=400,
         seed=0,
     )
-    return Audit.prepare(spec, Registry.from_environment()).run(Workspace(tmp_path)).record
+    return run_audit(spec, Workspace(tmp_path), registry=Registry.from_environment()).to_record()
 
 
 def test_strong_dp_brings_the_loss_attack_to_chance_within_the_accountant(tmp_path):

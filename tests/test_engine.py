@@ -21,7 +21,10 @@ from privbench import (
     TrainingRecipe,
     hookimpl,
 )
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace, splits
+from privbench.engine import splits
+from privbench.engine.audit import plan, prepare, run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.engine.training import StandardTrainer, random_crop
 from privbench.plugins import Registry
 
@@ -111,17 +114,17 @@ def _spec(**overrides) -> AuditSpec:
 
 def test_second_run_trains_nothing_and_reproduces_the_metrics(tmp_path, registry):
     ws = Workspace(tmp_path)
-    first = Audit.prepare(_spec(), registry).run(ws)
-    second = Audit.prepare(_spec(), registry).run(ws)
-    assert first.record["training"]["trained"] == 4
-    assert second.record["training"]["trained"] == 0
-    assert second.record["training"]["reused"] == 4
-    assert [a["metrics"] for a in first.record["attacks"]] == [
-        a["metrics"] for a in second.record["attacks"]
+    first = run_audit(_spec(), ws, registry=registry)
+    second = run_audit(_spec(), ws, registry=registry)
+    assert first.to_record()["training"]["trained"] == 4
+    assert second.to_record()["training"]["trained"] == 0
+    assert second.to_record()["training"]["reused"] == 4
+    assert [a["metrics"] for a in first.to_record()["attacks"]] == [
+        a["metrics"] for a in second.to_record()["attacks"]
     ]
     # A bigger pool reuses the first models: masks depend only on (seed, index).
-    bigger = Audit.prepare(_spec(shadows=5), registry).run(ws)
-    assert bigger.record["training"]["trained"] == 2
+    bigger = run_audit(_spec(shadows=5), ws, registry=registry)
+    assert bigger.to_record()["training"]["trained"] == 2
     with sqlite3.connect(ws.database) as db:
         assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
         assert db.execute("SELECT count(*) FROM results").fetchone()[0] == 6
@@ -135,16 +138,16 @@ def test_a_pool_is_reproduced_bit_for_bit_in_another_workspace(tmp_path, registr
 
     spec = _spec(shadows=1, attacks=(PluginChoice("loss"),))
     torch.manual_seed(123)  # the global RNG state must not matter
-    first = Audit.prepare(spec, registry).run(Workspace(tmp_path / "a"))
+    first = run_audit(spec, Workspace(tmp_path / "a"), registry=registry)
     torch.manual_seed(456)
-    second = Audit.prepare(spec, registry).run(Workspace(tmp_path / "b"))
+    second = run_audit(spec, Workspace(tmp_path / "b"), registry=registry)
     files = sorted((tmp_path / "a" / "models").glob("*/*/weights.safetensors"))
     assert len(files) == 2
     for path in files:
         twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
         a, b = load_file(str(path)), load_file(str(twin))
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert first.record["attacks"][0]["metrics"] == second.record["attacks"][0]["metrics"]
+    assert first.to_record()["attacks"][0]["metrics"] == second.to_record()["attacks"][0]["metrics"]
 
 
 def test_an_interrupted_run_resumes(tmp_path, registry, monkeypatch):
@@ -163,11 +166,11 @@ def test_an_interrupted_run_resumes(tmp_path, registry, monkeypatch):
 
     monkeypatch.setattr(StandardTrainer, "fit", flaky_fit)
     with pytest.raises(KeyboardInterrupt):
-        Audit.prepare(_spec(), registry).run(ws)
+        run_audit(_spec(), ws, registry=registry)
     assert not ws.database.exists() and not list(ws.runs.iterdir())
     monkeypatch.setattr(StandardTrainer, "fit", original_fit)
-    resumed = Audit.prepare(_spec(), registry).run(ws)
-    assert resumed.record["training"]["trained"] == 2
+    resumed = run_audit(_spec(), ws, registry=registry)
+    assert resumed.to_record()["training"]["trained"] == 2
 
 
 def _cheating_plugin() -> types.ModuleType:
@@ -211,24 +214,24 @@ def test_the_target_view_enforces_the_declared_access(tmp_path):
     registry.load_module(_cheating_plugin())
     ws = Workspace(tmp_path)
     with pytest.raises(AccessDeniedError, match="input_gradient needs 'input-gradients' access"):
-        Audit.prepare(_spec(attacks=(PluginChoice("cheat"),)), registry).run(ws)
+        run_audit(_spec(attacks=(PluginChoice("cheat"),)), ws, registry=registry)
     assert not ws.database.exists(), "a failed attack must leave no half-written result"
-    result = Audit.prepare(_spec(attacks=(PluginChoice("white-box"),)), registry).run(ws)
-    assert result.record["attacks"][0]["access"] == "parameters"
+    result = run_audit(_spec(attacks=(PluginChoice("white-box"),)), ws, registry=registry)
+    assert result.attacks[0].access == "parameters"
 
 
 def test_validation_happens_before_any_work(tmp_path, registry):
     with pytest.raises(OptionError, match="needs at least 2 shadow models"):
         reg = Registry.from_environment()
         reg.load_module(_cheating_plugin())
-        Audit.prepare(_spec(shadows=1, attacks=(PluginChoice("white-box"),)), reg)
+        prepare(_spec(shadows=1, attacks=(PluginChoice("white-box"),)), reg)
     with pytest.raises(OptionError, match="given twice"):
-        Audit.prepare(_spec(attacks=(PluginChoice("loss"), PluginChoice("loss"))), registry)
+        prepare(_spec(attacks=(PluginChoice("loss"), PluginChoice("loss"))), registry)
     with pytest.raises(OptionError, match="--targets must be between 1 and 4"):
-        Audit.prepare(_spec(targets=5), registry)
+        prepare(_spec(targets=5), registry)
     with pytest.raises(OptionError, match="changes labels"):
-        Audit.prepare(_spec(recipe=TrainingRecipe(augment="flip")), registry).run(
-            Workspace(tmp_path)
+        run_audit(
+            _spec(recipe=TrainingRecipe(augment="flip")), Workspace(tmp_path), registry=registry
         )
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
 
@@ -243,9 +246,7 @@ def test_a_checkpoint_file_is_part_of_the_model_identity(tmp_path, registry):
 
     def key() -> str:
         spec = _spec(model=PluginChoice("timm/test_resnet", {"checkpoint": str(path)}))
-        audit = Audit.prepare(spec, registry_with_file)
-        data = audit.dataset.load(None).train.subset(np.arange(8))
-        return audit.model_key(data, np.ones(8, dtype=bool), 0)
+        return plan(spec, registry_with_file).keys[0]
 
     first = key()
     assert key() == first
@@ -307,15 +308,15 @@ def test_scorer_signals_are_cached_and_respect_access(tmp_path):
     registry = Registry.from_environment()
     registry.load_module(_scorer_plugin(calls))
     spec = _spec(shadows=1, population=100, attacks=(PluginChoice("uses-grad-norm"),))
-    first = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    first = run_audit(spec, Workspace(tmp_path), registry=registry)
     # 2 models x 100 samples, in chunks of at most 512: each model scored exactly once.
     assert calls == [100, 100]
-    second = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    second = run_audit(spec, Workspace(tmp_path), registry=registry)
     assert calls == [100, 100], "the second run must read the cache"
-    assert first.record["attacks"][0]["metrics"] == second.record["attacks"][0]["metrics"]
+    assert first.to_record()["attacks"][0]["metrics"] == second.to_record()["attacks"][0]["metrics"]
     blocked = _spec(shadows=1, population=100, attacks=(PluginChoice("black-box-asks-gradients"),))
     with pytest.raises(AccessDeniedError, match="scorer 'grad-norm' needs 'input-gradients'"):
-        Audit.prepare(blocked, registry).run(Workspace(tmp_path))
+        run_audit(blocked, Workspace(tmp_path), registry=registry)
 
 
 def test_an_older_results_database_gains_new_metric_columns(tmp_path):
@@ -361,14 +362,14 @@ def test_paired_pools_need_one_more_shadow(registry):
     reg = Registry.from_environment()
     reg.load_module(_cheating_plugin())
     with pytest.raises(OptionError, match=r"use --shadows 3 or more \(with --paired"):
-        Audit.prepare(_spec(shadows=2, paired=True, attacks=(PluginChoice("white-box"),)), reg)
-    Audit.prepare(_spec(shadows=3, paired=True, attacks=(PluginChoice("white-box"),)), reg)
+        prepare(_spec(shadows=2, paired=True, attacks=(PluginChoice("white-box"),)), reg)
+    prepare(_spec(shadows=3, paired=True, attacks=(PluginChoice("white-box"),)), reg)
 
 
 def test_per_target_metrics_are_summarised(tmp_path, registry):
-    result = Audit.prepare(_spec(shadows=2, paired=True), registry).run(Workspace(tmp_path))
-    loss = result.record["attacks"][0]
-    assert result.record["spec"]["paired"] is True
+    result = run_audit(_spec(shadows=2, paired=True), Workspace(tmp_path), registry=registry)
+    loss = result.to_record()["attacks"][0]
+    assert result.to_record()["spec"]["paired"] is True
     aucs = [loss["per_target"]["mean"]["auc"], loss["per_target"]["std"]["auc"]]
     assert 0.3 < aucs[0] < 0.9 and aucs[1] > 0
     assert set(loss["per_target"]["mean"]) == set(loss["metrics"])
@@ -385,7 +386,7 @@ def test_memorization_is_high_for_mislabeled_samples(tmp_path, registry):
         attacks=(PluginChoice("loss"),),
         memorization=True,
     )
-    result = Audit.prepare(spec, registry).run(Workspace(tmp_path))
+    result = run_audit(spec, Workspace(tmp_path), registry=registry)
     clean = registry.create("dataset", "synthetic", {**options, "label_noise": 0.0}).load(None)
     noisy = registry.create("dataset", "synthetic", options).load(None)
     mislabeled = (clean.train.y != noisy.train.y).numpy()
@@ -395,13 +396,13 @@ def test_memorization_is_high_for_mislabeled_samples(tmp_path, registry):
     memorization = table["memorization"]
     gap = np.nanmean(memorization[mislabeled]) - np.nanmean(memorization[~mislabeled])
     assert gap > 0.3, gap
-    assert result.record["memorization"]["models"] == 8
+    assert result.to_record()["memorization"]["models"] == 8
     # ... and high input-loss curvature (Ravikumar et al., ICML 2024): measured median ratio ~9,
     # Spearman correlation ~0.28 over all samples.
     curvature = table["curvature_in"]
     ratio = np.nanmedian(curvature[mislabeled]) / np.nanmedian(curvature[~mislabeled])
     assert ratio > 3, ratio
-    assert result.record["memorization"]["spearman_curvature"] > 0.15
+    assert result.to_record()["memorization"]["spearman_curvature"] > 0.15
 
 
 def test_defenses_get_the_train_split_outside_the_population_as_reference(tmp_path):
@@ -428,8 +429,8 @@ def test_defenses_get_the_train_split_outside_the_population_as_reference(tmp_pa
     registry = Registry.from_environment()
     registry.load_module(module)
     spec = _spec(defense=PluginChoice("peek"), shadows=0, attacks=(PluginChoice("loss"),))
-    result = Audit.prepare(spec, registry).run(Workspace(tmp_path))
-    meta = result.record["training"]["target_meta"]
+    result = run_audit(spec, Workspace(tmp_path), registry=registry)
+    meta = result.to_record()["training"]["target_meta"]
     train_size = len(registry.create("dataset", "digits").load(None).train)
     assert meta["reference"] == train_size - 400
     assert meta["overlap"] == 0
@@ -468,7 +469,7 @@ def test_mse_recipe_regresses_centred_one_hot_targets_with_a_constant_lr(registr
 
 
 def test_new_recipe_fields_at_their_defaults_keep_stored_model_keys():
-    from privbench.engine.audit import recipe_identity
+    from privbench.engine.spec import recipe_identity
 
     default = recipe_identity(TrainingRecipe())
     assert "loss" not in default and "schedule" not in default

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from privbench import Model, TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
 from privbench.engine.ensemble import can_ensemble, fit_ensemble
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.engine.training import StandardTrainer
 from privbench.plugins import get_registry
 
@@ -75,12 +77,13 @@ def test_the_engine_trains_a_pool_as_an_ensemble_with_the_same_results(tmp_path,
         population=120,
         device="cpu",
     )
-    together = Audit.prepare(spec).run(Workspace(tmp_path / "ensemble"))
-    assert together.record["training"]["target_meta"]["ensemble"] == 4
+    together = run_audit(spec, Workspace(tmp_path / "ensemble"))
+    assert together.training.target_meta["ensemble"] == 4
     monkeypatch.setenv("PRIVBENCH_ENSEMBLE", "0")
-    apart = Audit.prepare(spec).run(Workspace(tmp_path / "sequential"))
-    assert "ensemble" not in apart.record["training"]["target_meta"]
-    assert together.attacks[0].metrics["auc"] == pytest.approx(
-        apart.attacks[0].metrics["auc"], abs=1e-3
-    )
-    assert together.record["utility"] == pytest.approx(apart.record["utility"], abs=1e-3)
+    apart = run_audit(spec, Workspace(tmp_path / "sequential"))
+    assert "ensemble" not in apart.training.target_meta
+    assert together.attacks[0].metrics.auc == pytest.approx(apart.attacks[0].metrics.auc, abs=1e-3)
+    for field in ("train_accuracy", "test_accuracy", "generalization_gap"):
+        assert getattr(together.utility, field) == pytest.approx(
+            getattr(apart.utility, field), abs=1e-3
+        )

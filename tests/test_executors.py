@@ -112,7 +112,8 @@ def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypa
 
 
 def test_scoring_passes_leave_the_cells_no_model_to_query(tmp_path, monkeypatch):
-    from privbench.bench.suite import load_suite, run_suite
+    from privbench.bench.suite import load_suite
+    from privbench.bench.waves import run_suite
     from privbench.engine.store import Workspace
     from privbench.plugins.interfaces import ModelView
 

@@ -9,7 +9,9 @@ from privbench_plugins.defenses.feature_noise import FeatureNoise
 from privbench_plugins.scorers.hcr import HCR, dct_matrix
 
 from privbench import Access, Model, ModelView, TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.engine.training import StandardTrainer
 from privbench.plugins import Registry
 from privbench.testing import check_defense, check_scorer
@@ -189,17 +191,17 @@ def test_more_noise_means_less_leakage_and_less_accuracy(tmp_path, registry):
             attacks=(PluginChoice("loss"),),
             device="cpu",
         )
-        record = Audit.prepare(spec, registry).run(Workspace(tmp_path)).record
+        record = run_audit(spec, Workspace(tmp_path), registry=registry).to_record()
         assert record["training"]["target_meta"]["noise_std"] == pytest.approx(
             scale * record["training"]["target_meta"]["feature_rms"]
         )
         results[scale] = (record["attacks"][0]["metrics"]["auc"], record["utility"])
     # Reused models and cached noisy logits: a repeated audit reproduces the run.
-    again = Audit.prepare(spec, registry).run(Workspace(tmp_path)).record
+    again = run_audit(spec, Workspace(tmp_path), registry=registry).to_record()
     assert again["training"]["trained"] == 0
     assert (again["attacks"][0]["metrics"]["auc"], again["utility"]) == results[2.0]
     # A fresh workspace trains and draws the same noise again: the same numbers.
-    fresh = Audit.prepare(spec, registry).run(Workspace(tmp_path / "fresh")).record
+    fresh = run_audit(spec, Workspace(tmp_path / "fresh"), registry=registry).to_record()
     assert fresh["training"]["trained"] == 4
     assert (fresh["attacks"][0]["metrics"]["auc"], fresh["utility"]) == results[2.0]
     # measured: AUC 0.587 / 0.572 / 0.551, test accuracy 0.850 / 0.753 / 0.569

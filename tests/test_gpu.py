@@ -12,8 +12,10 @@ from privbench_plugins.scorers import curvature
 from torch.nn import functional as F
 
 from privbench import Model, TrainingRecipe
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
 from privbench.engine.ensemble import fit_ensemble
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.engine.training import StandardTrainer
 from privbench.plugins import get_registry
 
@@ -83,7 +85,7 @@ def test_an_audit_runs_on_cuda_and_beats_chance_on_an_overfit_pool(tmp_path):
         population=400,
         device="cuda",
     )
-    result = Audit.prepare(spec).run(Workspace(tmp_path))
-    assert result.record["spec"]["device"].startswith("cuda")
-    assert result.record["utility"]["test_accuracy"] > 0.8
-    assert max(a.metrics["auc"] for a in result.attacks) > 0.55
+    result = run_audit(spec, Workspace(tmp_path))
+    assert result.to_record()["spec"]["device"].startswith("cuda")
+    assert result.to_record()["utility"]["test_accuracy"] > 0.8
+    assert max(a.metrics.auc for a in result.attacks) > 0.55

@@ -30,8 +30,11 @@ from privbench import (
     TensorData,
     TrainingRecipe,
 )
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
 from privbench.engine.training import StandardTrainer
+from privbench.helpers import accuracy
 from privbench.plugins import Registry
 from privbench.testing import check_defense
 
@@ -317,11 +320,6 @@ def _loss_auc(model: Model, members: TensorData, non_members: TensorData) -> flo
     return float(roc_auc_score(truth, -losses.numpy()))
 
 
-def _accuracy(model: Model, data: TensorData) -> float:
-    with torch.no_grad():
-        return float((model(data.x).argmax(1) == data.y).float().mean())
-
-
 def test_the_released_model_leaks_less_membership(
     registry: Registry, digits: LoadedDataset
 ) -> None:
@@ -333,10 +331,17 @@ def test_the_released_model_leaks_less_membership(
         trainer = StandardTrainer(RECIPE, seed=seed, device=CPU)
         plain = _model(registry, digits, seed)
         trainer.fit(plain, members)
-        undefended.append((_loss_auc(plain, members, non_members), _accuracy(plain, digits.test)))
+        undefended.append(
+            (_loss_auc(plain, members, non_members), accuracy(plain, digits.test.x, digits.test.y))
+        )
         student = _model(registry, digits, seed)
         meta = KIPDefense().fit(student, members, trainer)
-        defended.append((_loss_auc(student, members, non_members), _accuracy(student, digits.test)))
+        defended.append(
+            (
+                _loss_auc(student, members, non_members),
+                accuracy(student, digits.test.x, digits.test.y),
+            )
+        )
         assert meta["kip_final_loss"] < meta["kip_initial_loss"]
     print("loss-attack AUC, test accuracy: undefended", undefended, "KIP", defended)
     # measured (seeds 0, 1): AUC 0.598 / 0.602 -> 0.543 / 0.551; accuracy 0.95 -> 0.86 / 0.84
@@ -358,7 +363,7 @@ def test_an_audit_runs_it_end_to_end(tmp_path: Path, registry: Registry) -> None
         attacks=(PluginChoice("loss"),),
         device="cpu",
     )
-    record = Audit.prepare(spec, registry).run(Workspace(tmp_path)).record
+    record = run_audit(spec, Workspace(tmp_path), registry=registry).to_record()
     meta = record["training"]["target_meta"]
     assert meta["distilled_count"] == 50
     assert meta["nearest_private_distance_min"] > 0.9

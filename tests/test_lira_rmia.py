@@ -13,13 +13,16 @@ import attrs
 import numpy as np
 import pytest
 import torch
-from privbench_plugins.attacks.lira import GaussianFit, LiRA, lira_scores
+from privbench_plugins.attacks.lira import LiRA, lira_scores
 from privbench_plugins.attacks.rmia import RMIA, log_likelihood_ratio, pairwise_scores
 from privbench_plugins.scorers.confidence import logit_confidence
 from scipy.stats import norm
 
 from privbench import OptionError, TensorData, TrainingRecipe, hookimpl
-from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+from privbench.engine.audit import prepare, run_audit
+from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.store import Workspace
+from privbench.helpers import GaussianFit
 from privbench.plugins import Registry
 from privbench.testing import check_attack
 
@@ -78,7 +81,7 @@ def hand_made() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_gaussian_fit_matches_numpy_per_sample(hand_made):
     _, shadows, keep = hand_made
-    fit = GaussianFit.of(shadows, keep)
+    fit = GaussianFit.of(shadows, keep, ddof=1)  # LiRA's unbiased variances
     for i in range(5):
         values = shadows[keep[:, i], i]
         assert fit.count[i] == len(values)
@@ -100,7 +103,7 @@ def test_gaussian_fit_matches_numpy_per_sample(hand_made):
 def test_online_lira_is_the_gaussian_log_likelihood_ratio(hand_made, global_variance):
     target, shadows, keep = hand_made
     scores = lira_scores(target, shadows, keep, "online", global_variance)
-    fit_in, fit_out = GaussianFit.of(shadows, keep), GaussianFit.of(shadows, ~keep)
+    fit_in, fit_out = GaussianFit.of(shadows, keep, ddof=1), GaussianFit.of(shadows, ~keep, ddof=1)
     for i in (0, 1, 2):  # samples with at least two IN and two OUT shadows
         ins, outs = shadows[keep[:, i], i], shadows[~keep[:, i], i]
         sd_in = np.sqrt(fit_in.pooled_var) if global_variance else ins.std(0, ddof=1)
@@ -232,9 +235,9 @@ def test_bad_options_raise_option_errors(attack, options, match):
 def test_online_lira_needs_two_shadow_models():
     registry = _registry()
     with pytest.raises(OptionError, match="needs at least 2 shadow models"):
-        Audit.prepare(_spec(shadows=1, attacks=(PluginChoice("lira"),)), registry)
+        prepare(_spec(shadows=1, attacks=(PluginChoice("lira"),)), registry)
     offline = (PluginChoice("lira", {"variant": "offline"}), PluginChoice("rmia"))
-    Audit.prepare(_spec(shadows=1, attacks=offline), registry)
+    prepare(_spec(shadows=1, attacks=offline), registry)
 
 
 # -- end to end ------------------------------------------------------------------------------
@@ -287,8 +290,8 @@ def _audit(registry: Registry, workspace: Workspace, **changes: Any) -> dict[str
     an audit may not name one attack twice)."""
     metrics = {}
     for label, choice in ATTACKS.items():
-        result = Audit.prepare(_spec(attacks=(choice,), **changes), registry).run(workspace)
-        metrics[label] = result.attacks[0].metrics
+        result = run_audit(_spec(attacks=(choice,), **changes), workspace, registry=registry)
+        metrics[label] = result.attacks[0].metrics.as_dict()
     return metrics
 
 

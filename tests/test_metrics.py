@@ -18,7 +18,8 @@ from privbench.analysis.metrics import (
     split_halves,
     tpr_at_fpr,
 )
-from privbench.results.files import plot_roc, write_json_atomic
+from privbench.results.files import write_json_atomic
+from privbench.results.plots import plot_roc
 
 
 def inequalities(tpr: float, fpr: float, delta: float) -> list[float]:

@@ -9,7 +9,15 @@ import attrs
 import pytest
 
 from privbench import OptionError
-from privbench.plugins.options import config_dict, configure, describe_options, parse_assignments
+from privbench.plugins.options import (
+    config_dict,
+    configure,
+    describe_options,
+    option_docs,
+    option_fields,
+    option_summary,
+    parse_assignments,
+)
 
 
 class Mode(enum.Enum):
@@ -89,3 +97,84 @@ def test_config_dict_and_description_are_json_ready():
     assert rows["method"] == ("zero-order|exact", "'zero-order'")
     assert rows["rounds"] == ("int", "10")
     assert rows["checkpoint"] == ("str|none", "None")
+
+
+# -- option documentation -------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Base:
+    name: ClassVar[str] = "base"
+    """A class variable: never an option."""
+
+    shared: int = 1
+    """Inherited from the base class."""
+    overridden: int = 2
+    """The base class's meaning."""
+
+
+@attrs.frozen
+class Documented(_Base):
+    overridden: int = 3
+    """The subclass's meaning wins.
+
+    A second paragraph that the summary leaves out."""
+    wrapped: float = 0.5
+    """A first sentence that wraps over
+    two lines, indented as in a class body. A second sentence."""
+    plain: bool = False
+    _private: int = 0
+    """Not an option."""
+    other: str = "x"
+    """Uses e.g. an abbreviation, then ends."""
+
+
+def test_option_docs_reads_attribute_docstrings_in_option_order():
+    docs = option_docs(Documented)
+    assert list(docs) == list(option_fields(Documented))
+    assert docs == {
+        "shared": "Inherited from the base class.",
+        "overridden": (
+            "The subclass's meaning wins.\n\nA second paragraph that the summary leaves out."
+        ),
+        "wrapped": (
+            "A first sentence that wraps over\ntwo lines, indented as in a class body. A second "
+            "sentence."
+        ),
+        "plain": "",
+        "other": "Uses e.g. an abbreviation, then ends.",
+    }
+
+
+def test_option_summary_is_one_line_up_to_the_first_line_that_ends_a_sentence():
+    summary = option_summary(Documented)
+    assert summary == {
+        "shared": "Inherited from the base class.",
+        "overridden": "The subclass's meaning wins.",
+        "wrapped": (
+            "A first sentence that wraps over two lines, indented as in a class body. A second "
+            "sentence."
+        ),
+        "plain": "",
+        "other": "Uses e.g. an abbreviation, then ends.",
+    }
+    assert all("\n" not in text for text in summary.values())
+
+
+def test_option_docs_never_raise_without_source():
+    built = attrs.make_class("Built", {"size": attrs.field(default=1)}, frozen=True)
+    assert option_docs(built) == {"size": ""} and option_summary(built) == {"size": ""}
+    assert option_docs(int) == {}  # not a plugin class at all
+
+    @attrs.frozen
+    class Unresolvable:
+        ghost: NoSuchType = None  # type: ignore[name-defined]  # noqa: F821
+        """An annotation that names nothing."""
+
+    assert option_docs(Unresolvable) == {"ghost": "An annotation that names nothing."}
+
+
+def test_option_docs_are_cached_and_callers_cannot_change_the_cache():
+    first = option_docs(Documented)
+    first["shared"] = "changed"
+    assert option_docs(Documented)["shared"] == "Inherited from the base class."

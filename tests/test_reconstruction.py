@@ -304,7 +304,9 @@ def test_kip_defense_leaves_the_attack_only_the_distilled_images(tmp_path: Path)
     attack those images, not the private ones. Through the engine, with the defense declaring
     its distilled set so that the run scores the attack against both."""
     from privbench import TrainingRecipe
-    from privbench.engine import Audit, AuditSpec, PluginChoice, Workspace
+    from privbench.engine.audit import run_audit
+    from privbench.engine.spec import AuditSpec, PluginChoice
+    from privbench.engine.store import Workspace
 
     spec = AuditSpec(
         model=PluginChoice("ntk-mlp", {"width": 256}),
@@ -317,7 +319,7 @@ def test_kip_defense_leaves_the_attack_only_the_distilled_images(tmp_path: Path)
         population=60,
         device="cpu",
     )
-    record = Audit.prepare(spec).run(Workspace(tmp_path)).record
+    record = run_audit(spec, Workspace(tmp_path)).to_record()
     (summary,) = record["reconstructions"]
     private = summary["metrics"]
     distilled = summary["declared_training_set"]["metrics"]

@@ -30,8 +30,6 @@ from typing import Any
 import attrs
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import beta
-from sklearn.metrics import roc_auc_score, roc_curve
 
 
 @attrs.frozen
@@ -53,6 +51,26 @@ class AttackMetrics:
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
+
+
+# scikit-learn and scipy.stats take most of a second to import: on use, so that reading results
+# (and starting the command line) does not pay for them.
+def roc_curve(*args: Any, **kwargs: Any) -> Any:
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+    return sklearn_roc_curve(*args, **kwargs)
+
+
+def roc_auc_score(*args: Any, **kwargs: Any) -> Any:
+    from sklearn.metrics import roc_auc_score as sklearn_roc_auc_score
+
+    return sklearn_roc_auc_score(*args, **kwargs)
+
+
+def _beta() -> Any:
+    from scipy.stats import beta
+
+    return beta
 
 
 def _validate(scores: ArrayLike, is_member: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -128,12 +146,12 @@ def tpr_on_grid(fpr: ArrayLike, tpr: ArrayLike, grid: ArrayLike) -> np.ndarray:
 
 def _lower(k: np.ndarray, trials: int, alpha: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # beta.ppf at k = 0 is NaN, replaced by np.where
-        return np.where(k > 0, beta.ppf(alpha / 2, k, trials - k + 1), 0.0)
+        return np.where(k > 0, _beta().ppf(alpha / 2, k, trials - k + 1), 0.0)
 
 
 def _upper(k: np.ndarray, trials: int, alpha: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # isf keeps precision for upper bounds near 0
-        return np.where(k < trials, beta.isf(alpha / 2, k + 1, trials - k), 1.0)
+        return np.where(k < trials, _beta().isf(alpha / 2, k + 1, trials - k), 1.0)
 
 
 def clopper_pearson(

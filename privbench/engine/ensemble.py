@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from privbench.engine.training import StandardTrainer, autocast
+from privbench.engine.training import StandardTrainer
+from privbench.helpers.training import autocast
 from privbench.plugins.interfaces import Model, TensorData
 
 

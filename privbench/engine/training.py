@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -11,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from privbench.errors import OptionError
+from privbench.helpers.training import train_epochs
 from privbench.plugins.interfaces import Model, TensorData, TrainingRecipe
 
 EpochCallback = Callable[[int, int], None]
@@ -31,13 +31,6 @@ def resolve_device(name: str) -> torch.device:
             raise OptionError(f"device '{name}' asked for, but CUDA is not available here; use cpu")
         torch.backends.cudnn.benchmark = True
     return device
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 autocast on CUDA (no loss scaling needed); none on the CPU, where it is slower."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -124,28 +117,13 @@ class StandardTrainer:
         return list(order.split(self.recipe.batch_size))
 
     def fit(self, model: Model, data: TensorData) -> dict[str, Any]:
-        torch.manual_seed(self.seed)  # dropout and any other global-RNG use inside the model
-        generator = torch.Generator().manual_seed(self.seed)
-        model.to(self.device).train()
-        optimizer = self.make_optimizer(model)
-        epochs = self.recipe.epochs
-        scheduler = self.make_scheduler(optimizer)
         x_all, y_all = data.x.to(self.device), data.y.to(self.device)
-        total_loss, seen = 0.0, 0
-        for epoch in range(epochs):
-            total_loss, seen = 0.0, 0
-            for index in self.batches(len(data), generator):
-                index = index.to(self.device)
-                xb = self.augment(x_all[index], generator)
-                with autocast(self.device):
-                    loss = self.loss(model(xb), y_all[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach()) * len(index)
-                seen += len(index)
-            scheduler.step()
-            if self.on_epoch is not None:
-                self.on_epoch(epoch + 1, epochs)
-        model.eval()
-        return {"final_train_loss": total_loss / max(seen, 1)}
+        final = train_epochs(
+            model,
+            self,
+            x_all,
+            lambda xb, index: self.loss(model(xb), y_all[index]),
+            batches=self.batches,
+            on_epoch=self.on_epoch,
+        )
+        return {"final_train_loss": final}

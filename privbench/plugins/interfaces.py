@@ -27,79 +27,22 @@ only through a :class:`ModelView` that refuses anything beyond it.
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from privbench.errors import AccessDeniedError
+from privbench.plugins.data import LoadedDataset, Model, TensorData, TrainingRecipe
+from privbench.plugins.views import Access, ModelView
 
-
-class Access(enum.IntEnum):
-    """What an attacker may observe of the target model; each level includes those below it."""
-
-    LABELS = 1
-    """Hard-label queries: the predicted class of any input it chooses."""
-    LOGITS = 2
-    """Score queries: logits, hence probabilities and the loss of any (input, label) pair."""
-    INPUT_GRADIENTS = 3
-    """Gradients (and higher derivatives) of the loss with respect to the input."""
-    PARAMETERS = 4
-    """White box: the parameters and the architecture."""
-
-    @property
-    def label(self) -> str:
-        return self.name.lower().replace("_", "-")
-
-    @classmethod
-    def parse(cls, text: str) -> Access:
-        return cls[text.strip().upper().replace("-", "_")]
-
-
-@attrs.frozen(eq=False)
-class TensorData:
-    """Images in ``[0, 1]`` (``N x C x H x W``, float32) with integer labels (``N``, int64)."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __attrs_post_init__(self) -> None:
-        if self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(f"{self.x.shape[0]} images but {self.y.shape[0]} labels")
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    def subset(self, indices: np.ndarray | torch.Tensor | Sequence[int]) -> TensorData:
-        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return TensorData(self.x[index], self.y[index])
-
-
-@attrs.frozen(eq=False)
-class LoadedDataset:
-    """What a :class:`DatasetSource` returns.
-
-    ``train`` is the pool from which the membership population is drawn; ``test`` is held out of
-    every model's training and measures utility.
-    """
-
-    train: TensorData
-    test: TensorData
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    hflip_preserves_label: bool = True
-    """False where mirroring changes the class (digits): the trainer then never flips."""
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.train.x.shape[1:]
-        return int(c), int(h), int(w)
+__all__ = [
+    "Access", "Attack", "AttackContext", "DatasetSource", "Defense", "LoadedDataset", "Model",
+    "ModelFactory", "ModelView", "ReconstructionAttack", "ReconstructionContext", "Scorer",
+    "Signal", "TensorData", "Trainer", "TrainingRecipe",
+]  # fmt: skip
 
 
 @runtime_checkable
@@ -129,68 +72,6 @@ class ModelFactory(Protocol):
     description: ClassVar[str]
 
     def create(self, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module: ...
-
-
-class Model(nn.Module):
-    """A classifier with its preprocessing: inputs in ``[0, 1]``, normalised inside.
-
-    ``net`` is the timm-style network; ``mean`` and ``std`` are buffers, so they travel with the
-    weights in the store.
-    """
-
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer(
-            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        )
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of images in ``[0, 1]``."""
-        return self.net(self.normalize(x))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (timm's pre-logits) of images in ``[0, 1]``."""
-        return self.net.forward_head(self.net.forward_features(self.normalize(x)), pre_logits=True)
-
-    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits from penultimate features: the classifier head alone."""
-        return self.net.get_classifier()(features)
-
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample cross-entropy (never the batch mean)."""
-        return F.cross_entropy(self(x), y, reduction="none")
-
-
-@attrs.frozen
-class TrainingRecipe:
-    """Everything about training that is not the data, the model or the defense."""
-
-    epochs: int = attrs.field(default=30, validator=attrs.validators.ge(1))
-    batch_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
-    optimizer: str = attrs.field(default="sgd", validator=attrs.validators.in_(("sgd", "adamw")))
-    lr: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
-    momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
-    weight_decay: float = attrs.field(default=5e-4, validator=attrs.validators.ge(0))
-    augment: str = attrs.field(
-        default="none", validator=attrs.validators.in_(("none", "flip", "crop", "flip+crop"))
-    )
-    """Standard augmentation: random horizontal flip and/or random crop with 1/8 padding."""
-    loss: str = attrs.field(
-        default="cross-entropy", validator=attrs.validators.in_(("cross-entropy", "mse"))
-    )
-    """Training objective. ``mse``: half the squared error to one-hot targets minus ``1/C``,
-    summed over classes and averaged over the batch: the kernel-regime setting of Loo et al.
-    (ICLR 2024) in which reconstruction attacks are studied. Attacks still query cross-entropy."""
-    schedule: str = attrs.field(
-        default="cosine", validator=attrs.validators.in_(("cosine", "constant"))
-    )
-    """Learning-rate schedule over the epochs: cosine annealing to zero, or constant (full-batch
-    gradient descent as in Loo et al. and Haim et al.: ``--batch-size`` at least the data size)."""
 
 
 class Trainer(Protocol):
@@ -261,111 +142,6 @@ class Defense(Protocol):
     def release(self, model: Model) -> Model:
         """The model as the attacker can query it (an inference-time defense wraps it)."""
         return model
-
-
-class ModelView:
-    """A model as one threat model sees it: methods beyond ``access`` raise.
-
-    All methods take images in ``[0, 1]`` and batch internally; results come back on the CPU.
-    ``population_logits`` and ``population_scores`` read the engine's caches of this model's
-    logits and scorer values on the population.
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        access: Access,
-        *,
-        device: torch.device | str = "cpu",
-        batch_size: int = 512,
-        population_logits: Callable[[str], torch.Tensor] | None = None,
-        population_signal: Callable[[ModelView, str, dict[str, Any]], torch.Tensor] | None = None,
-    ) -> None:
-        self._model = model
-        self.access = access
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self._population_logits = population_logits
-        self._population_signal = population_signal
-
-    def _require(self, needed: Access, what: str) -> None:
-        if self.access < needed:
-            raise AccessDeniedError(
-                f"{what} needs '{needed.label}' access but this attack declared "
-                f"'{self.access.label}'"
-            )
-
-    def _batched(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for start in range(0, tensors[0].shape[0], self.batch_size):
-            chunk = [t[start : start + self.batch_size].to(self.device) for t in tensors]
-            out = fn(*chunk).detach().cpu()
-            # Half precision (AMP) comes back as float32; float64 models keep their precision.
-            outputs.append(out.float() if out.dtype in (torch.float16, torch.bfloat16) else out)
-        return torch.cat(outputs) if outputs else torch.empty(0)
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted labels (``labels`` access)."""
-        self._require(Access.LABELS, "predict")
-        return self._batched(lambda b: self._model(b).argmax(1), x).long()
-
-    @torch.no_grad()
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (``logits`` access)."""
-        self._require(Access.LOGITS, "logits")
-        return self._batched(self._model, x)
-
-    @torch.no_grad()
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample cross-entropy loss queries (``logits`` access)."""
-        self._require(Access.LOGITS, "loss")
-        return self._batched(self._model.loss, x, y)
-
-    def loss_function(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The differentiable per-sample loss ``(x, y) -> loss`` on the model's device, for
-        torch.func transforms (``input-gradients`` access)."""
-        self._require(Access.INPUT_GRADIENTS, "loss_function")
-        return self._model.loss
-
-    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Gradient of each sample's own loss with respect to its input (``input-gradients``)."""
-        self._require(Access.INPUT_GRADIENTS, "input_gradient")
-
-        def grad(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            xb = xb.detach().requires_grad_(True)
-            # Samples are independent in eval mode, so the gradient of the sum is per-sample.
-            (g,) = torch.autograd.grad(self._model.loss(xb, yb).sum(), xb)
-            return g
-
-        return self._batched(grad, x, y)
-
-    @property
-    def model(self) -> Model:
-        """The model itself, parameters included (``parameters`` access)."""
-        self._require(Access.PARAMETERS, "model")
-        return self._model
-
-    def population_logits(self, augmentation: str = "none") -> torch.Tensor:
-        """Cached logits on the population samples, ``N x C`` (``logits`` access).
-
-        ``augmentation`` is ``"none"`` or ``"hflip"`` (the mirrored images).
-        """
-        self._require(Access.LOGITS, "population_logits")
-        if self._population_logits is None:
-            raise RuntimeError("this view has no population cache")
-        return self._population_logits(augmentation)
-
-    def population_scores(self, scorer: str, **options: Any) -> torch.Tensor:
-        """The registered scorer *scorer* (with *options*) on every population sample: ``N``
-        (or ``N x A``, one column per query augmentation), cached by the engine.
-
-        The scorer runs on this view, so it cannot exceed this view's access: a scorer that
-        needs more raises :class:`~privbench.errors.AccessDeniedError`.
-        """
-        if self._population_signal is None:
-            raise RuntimeError("this view has no population cache")
-        return self._population_signal(self, scorer, options)
 
 
 @attrs.frozen(eq=False)

@@ -8,8 +8,13 @@ the values; every failure becomes one :class:`~privbench.errors.OptionError` lin
 
 from __future__ import annotations
 
+import ast
 import enum
+import functools
+import inspect
 import json
+import re
+import textwrap
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -38,8 +43,13 @@ def parse_assignments(items: Iterable[str], *, flag: str) -> dict[str, str]:
 
 
 def option_fields(cls: type) -> dict[str, attrs.Attribute]:
-    """The options of a plugin class: its public attrs fields, annotations resolved."""
-    attrs.resolve_types(cls)
+    """The options of a plugin class: its public attrs fields, annotations resolved where they
+    can be (a class defined where its annotations' names are not importable keeps them as
+    text, and its option values are then taken as given)."""
+    try:
+        attrs.resolve_types(cls)
+    except (NameError, TypeError, AttributeError):
+        pass
     return {f.name: f for f in attrs.fields(cls) if f.init and not f.name.startswith("_")}
 
 
@@ -54,6 +64,76 @@ def describe_options(cls: type) -> list[tuple[str, str, str]]:
             (name, _type_name(field.type), "" if default is attrs.NOTHING else repr(default))
         )
     return rows
+
+
+def option_docs(cls: type) -> dict[str, str]:
+    """The attribute docstring of each option of a plugin class (the string literal right after
+    the field, dedented and stripped; ``""`` for an option without one), in the order of
+    :func:`option_fields`.
+
+    Read from the source of the class and of its attrs base classes (a subclass's docstring
+    wins); cached per class. Never raises: a class whose source is unavailable (built at run
+    time, or shipped without sources) documents nothing.
+    """
+    return dict(_option_docs(cls))
+
+
+def option_summary(cls: type) -> dict[str, str]:
+    """Each option's one-line meaning: the first sentence of its docstring (the lines of its
+    first paragraph up to one that ends a sentence), joined into one line."""
+    return {name: _first_sentence(doc) for name, doc in _option_docs(cls)}
+
+
+@functools.cache
+def _option_docs(cls: type) -> tuple[tuple[str, str], ...]:
+    try:
+        names = list(option_fields(cls))
+    except Exception:  # unresolvable annotations: still list the fields, undocumented
+        try:
+            names = [f.name for f in attrs.fields(cls) if f.init and not f.name.startswith("_")]
+        except Exception:
+            return ()
+    found: dict[str, str] = {}
+    for klass in cls.__mro__:
+        if attrs.has(klass):
+            for name, doc in _attribute_docstrings(klass).items():
+                found.setdefault(name, doc)
+    return tuple((name, found.get(name, "")) for name in names)
+
+
+def _attribute_docstrings(klass: type) -> dict[str, str]:
+    """``name: docstring`` for every annotated assignment in the body of *klass* that a string
+    literal follows."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+    except Exception:  # no source file, a source that moved on, or one that does not parse
+        return {}
+    node = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)), None)
+    if node is None or node.name != klass.__name__:
+        return {}
+    docs: dict[str, str] = {}
+    for field, following in zip(node.body, node.body[1:], strict=False):
+        if (
+            isinstance(field, ast.AnnAssign)
+            and isinstance(field.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[field.target.id] = inspect.cleandoc(following.value.value).strip()
+    return docs
+
+
+_SENTENCE_END = re.compile(r"[.!?][)\]\"'`]*$")
+
+
+def _first_sentence(doc: str) -> str:
+    lines: list[str] = []
+    for line in doc.split("\n\n", 1)[0].splitlines():
+        lines.append(line.strip())
+        if _SENTENCE_END.search(line.strip()):
+            break
+    return " ".join(part for part in lines if part)
 
 
 def configure(cls: type[T], options: Mapping[str, Any], *, what: str) -> T:

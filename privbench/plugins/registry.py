@@ -219,6 +219,30 @@ class Registry:
         if key in self._conflicts and self.strict:
             raise self._conflict_error(key)
 
+    def add_class(self, kind: Kind, cls: type) -> Component:
+        """Register plugin class *cls* from this process (one defined in a notebook or a
+        script, which no entry point provides), or return the component that already is it.
+        It is checked like any plugin class; its name must be free."""
+        table = self._components[kind]
+        name = getattr(cls, "name", None)
+        known = table.get(name) if isinstance(name, str) else None
+        if known is not None:
+            if known.cls is cls:
+                return known
+            raise PluginConflictError(
+                f"{kind} '{name}' is already provided by plugin '{known.plugin.name}'; give "
+                f"{cls.__qualname__} another name"
+            )
+        info = self.plugins.setdefault(
+            f"python:{cls.__module__}", PluginInfo(f"python:{cls.__module__}", None, None)
+        )
+        try:
+            component = self._component(kind, cls, info, None)
+        except TypeError as err:
+            raise PluginLoadError(f"{cls.__qualname__} is not a plugin class: {err}") from None
+        self._add(component)
+        return component
+
     def _fail(self, info: PluginInfo, error: str) -> None:
         info.status = "failed"
         info.error = error

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from privbench import Access, AttackContext, ModelView, Signal, hookimpl
+from privbench.helpers import mirror_averaged_logits
 
 Statistic = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 """A per-sample statistic of ``(logits, labels)``."""
@@ -34,10 +35,7 @@ Statistic = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 
 def _logits(view: ModelView, hflip: bool) -> torch.Tensor:
     """Population logits in float64 (tail precision for near-zero losses), hflip-averaged."""
-    logits = view.population_logits("none").double()
-    if hflip:
-        logits = (logits + view.population_logits("hflip").double()) / 2
-    return logits
+    return mirror_averaged_logits(view, hflip, torch.float64)
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -207,6 +205,9 @@ class YeAttackR:
     percentile: Literal["linear", "weak", "gaussian"] = attrs.field(
         default="linear", validator=attrs.validators.in_(("linear", "weak", "gaussian"))
     )
+    """How the target's loss is placed among its OUT losses: ``linear``, ``weak``, ``gaussian``.
+    ``linear``: numpy's interpolated percentile; ``weak``: the empirical CDF; ``gaussian``: the
+    z-score against a normal fit (see the class docstring)."""
     hflip: bool = False
     """Average the logits of the image and its mirror (only where mirroring keeps the label)."""
 

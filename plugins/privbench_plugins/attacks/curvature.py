@@ -27,6 +27,14 @@ How this differs from the notebooks, and why:
   fewer than two takes the pooled variance, as every sample does with ``global_variance``
   (LiRA's fixed variance for few shadows, Carlini et al. 2022; pooled here around each sample's
   own mean, where LiRA's ``np.std`` of all scores also counts the spread between samples).
+  These are the fits of :mod:`privbench.helpers.gaussian`, which the ``lira`` attack shares:
+  here with ddof 0 (``np.nanvar``'s), so the pooled variance divides the squared deviations by
+  the number of pooled values.
+- Degenerate cases, as in ``lira``: where no sample has shadows on both sides, the shift is the
+  difference of the two sides' average means; where no sample has two shadows on a side, that
+  side's pooled variance is the variance of all its values, and 1 if it has fewer than two.
+  (Before the fits were shared the shift was 0 there, and one value gave a variance of 0,
+  raised to the floor, no value a NaN.)
 - Estimators that can be negative (the ``trace`` forms) are logged as ``log(|curv| + 1e-22)``.
 """
 
@@ -39,34 +47,12 @@ import numpy as np
 from scipy.special import logsumexp
 
 from privbench import Access, AttackContext, ModelView, OptionError, Signal, hookimpl
+from privbench.helpers import GaussianFit, fill_missing_means, normal_logpdf
 
 EPS = 1e-22
 """The notebooks' ``eps``: inside the log and in the LR's denominator."""
 VAR_FLOOR = 1e-6
 """Smallest fitted variance of a log-curvature."""
-
-
-def _fit(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-sample mean and (ddof 0, as ``np.nanvar``) variance of ``scores`` (``S x N x A``)
-    over the shadows in ``mask`` (``S x N x 1``), and how many there were (``N x 1``)."""
-    count = mask.sum(0)
-    mean = np.where(mask, scores, 0.0).sum(0) / np.maximum(count, 1)
-    squares = np.where(mask, (scores - mean) ** 2, 0.0).sum(0)
-    return mean, squares / np.maximum(count, 1), count
-
-
-def _pooled(scores: np.ndarray, mask: np.ndarray, mean: np.ndarray, count: np.ndarray):
-    """One variance per column: squared deviations from each sample's own mean, pooled over the
-    samples with at least two shadows (over everything if there are none)."""
-    usable = mask & (count >= 2)[None]
-    if usable.any():
-        squares = np.where(usable, (scores - mean) ** 2, 0.0).sum((0, 1))
-        return squares / usable.sum((0, 1))
-    return np.array([np.var(scores[..., a][mask[..., 0]]) for a in range(scores.shape[-1])])
-
-
-def _log_normal(s: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-    return -0.5 * ((s - mean) ** 2 / var + np.log(var) + np.log(2 * np.pi))
 
 
 @attrs.frozen
@@ -80,31 +66,35 @@ class CurvatureAttack:
     min_shadows: ClassVar[int] = 2
 
     variant: Literal["lr", "nll"] = "lr"
-    """``lr``: ``Curv ZO LR``, likelihoods summed over query augmentations, then their ratio;
-    ``nll``: ``Curv ZO NLL``, OUT minus IN negative log-likelihood summed over augmentations."""
+    """The score: ``lr``, a likelihood ratio, or ``nll``, a difference of log-likelihoods.
+    ``lr`` is ``Curv ZO LR``: likelihoods summed over query augmentations, then their ratio;
+    ``nll`` is ``Curv ZO NLL``: OUT minus IN negative log-likelihood summed over augmentations."""
     gaussian: Literal["canonical", "official"] = "canonical"
-    """``official``: the notebooks' density (variance used as a standard deviation; NLL scores
-    OUT with the IN variance)."""
+    """The Gaussian density: ``canonical`` (the textbook one) or ``official`` (the notebooks').
+    ``official`` uses the fitted variance as a standard deviation, and its NLL scores OUT with the
+    IN variance."""
     global_variance: bool = False
     """One pooled variance per side instead of per-sample ones (for few shadows)."""
     method: Literal["zero-order", "finite-difference", "exact"] = "zero-order"
-    """The ``curvature`` scorer's estimator: ``zero-order`` needs ``logits`` access, the others
+    """The ``curvature`` scorer's estimator, which sets the attack's access.
+    ``zero-order`` needs ``logits`` access (the paper's black box), the others
     ``input-gradients``."""
     form: Literal["auto", "norm", "trace", "trace-of-square"] = "auto"
-    """Passed to the scorer (``finite-difference``: ``norm`` or ``trace``; ``exact``: ``trace``
-    or ``trace-of-square``; ``auto``: the first)."""
+    """What the scorer estimates: ``norm`` ||H v||, ``trace`` tr(H), ``trace-of-square`` tr(H^2).
+    ``finite-difference`` takes ``norm`` or ``trace``, ``exact`` ``trace`` or
+    ``trace-of-square``; ``auto`` is the first of the two."""
     squared: bool = True
-    """Passed to the scorer (``finite-difference`` ``norm`` only)."""
+    """Square the scorer's finite-difference norm ``||H v||`` (``form=norm`` only)."""
     h: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0))
-    """Finite-difference step of the scorer, in pixel units."""
+    """The scorer's finite-difference step, in pixel units (inputs in [0, 1])."""
     probes: int = attrs.field(default=10, validator=attrs.validators.ge(1))
-    """Rounds (zero-order) or probes of the scorer."""
+    """Random probes per sample of the scorer (rounds, for ``zero-order``): more, less noise."""
     hflip: bool | None = None
     """Query the image and its mirror, one Gaussian each (the notebooks' ``num_augs = 2``).
     Unset: wherever the dataset's labels survive mirroring (CIFAR yes, digits no)."""
     seed: int = 0
-    """Probe seed: the same for the target and every shadow, so each model's scores are cached
-    once and reused whichever model is the target."""
+    """Seed of the scorer's probes, the same on the target and on every shadow model.
+    So each model's scores are cached once and reused whichever model is the target."""
 
     @property
     def access(self) -> Access:
@@ -141,31 +131,21 @@ class CurvatureAttack:
             raise OptionError("mirrored queries change labels in this dataset; set hflip=false")
         target = self.log_curvature(context.target, hflip)
         shadows = np.stack([self.log_curvature(view, hflip) for view in context.shadows])
-        keep = np.asarray(context.shadow_keep, dtype=bool)[:, :, None]
-        mean_in, var_in, n_in = _fit(shadows, keep)
-        mean_out, var_out, n_out = _fit(shadows, ~keep)
-
-        both = ((n_in > 0) & (n_out > 0))[:, 0]
-        shift = (mean_in - mean_out)[both].mean(0) if both.any() else np.zeros(target.shape[1])
-        mean_in = np.where(n_in > 0, mean_in, mean_out + shift)
-        mean_out = np.where(n_out > 0, mean_out, mean_in - shift)
-        pooled_in = _pooled(shadows, keep, mean_in, n_in)
-        pooled_out = _pooled(shadows, ~keep, mean_out, n_out)
-        if self.global_variance:
-            var_in = np.broadcast_to(pooled_in, var_in.shape)
-            var_out = np.broadcast_to(pooled_out, var_out.shape)
-        else:
-            var_in = np.where(n_in >= 2, var_in, pooled_in)
-            var_out = np.where(n_out >= 2, var_out, pooled_out)
-        var_in, var_out = np.maximum(var_in, VAR_FLOOR), np.maximum(var_out, VAR_FLOOR)
-
+        keep = np.asarray(context.shadow_keep, dtype=bool)
+        fit_in = GaussianFit.of(shadows, keep, ddof=0)  # ddof 0: the notebooks' np.nanvar
+        fit_out = GaussianFit.of(shadows, ~keep, ddof=0)
+        mean_in, mean_out = fill_missing_means(fit_in, fit_out)
+        var_in = np.maximum(fit_in.variance(self.global_variance), VAR_FLOOR)
+        var_out = np.maximum(fit_out.variance(self.global_variance), VAR_FLOOR)
         if self.gaussian == "official":
             # The notebooks pass the variance where the density expects a standard deviation.
-            var_in, var_out = var_in**2, var_out**2
+            sd_in, sd_out = var_in, var_out
             if self.variant == "nll":
-                var_out = var_in  # get_nll_ratio scores OUT with the IN variance
-        log_in = _log_normal(target, mean_in, var_in)
-        log_out = _log_normal(target, mean_out, var_out)
+                sd_out = sd_in  # get_nll_ratio scores OUT with the IN variance
+        else:
+            sd_in, sd_out = np.sqrt(var_in), np.sqrt(var_out)
+        log_in = normal_logpdf(target, mean_in, sd_in)
+        log_out = normal_logpdf(target, mean_out, sd_out)
         if self.variant == "nll":
             return (log_in - log_out).sum(1)
         out = logsumexp(log_out, axis=1)

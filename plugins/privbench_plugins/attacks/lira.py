@@ -24,7 +24,6 @@ ranks the same).
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar, Literal
 
 import attrs
@@ -32,6 +31,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from privbench import Access, AttackContext, ModelView, OptionError, Signal, hookimpl
+from privbench.helpers import GaussianFit, fill_missing_means, normal_logpdf
 
 GLOBAL_VARIANCE_BELOW = 64
 """Carlini et al. find a variance shared by all samples ("fixed"/global variance) better than
@@ -50,68 +50,6 @@ def signals(view: ModelView, augment: str) -> np.ndarray:
     return values.double().numpy().reshape(values.shape[0], -1)
 
 
-@attrs.frozen
-class GaussianFit:
-    """Per-sample Gaussians of one side (IN or OUT) from ``S x N x A`` signals and an ``S x N``
-    mask of the shadows on that side.
-
-    ``mean`` is the mean, as in Algorithm 1 (the official code takes the median), NaN where a
-    sample has no shadow on this side; ``var`` (unbiased, ddof 1) is NaN where it has fewer than
-    two. ``pooled_var`` is the variance shared by all samples: the pooled within-sample variance
-    sum (s - mean_i)^2 / sum (n_i - 1). That deviates from the official code, whose
-    ``fix_variance`` takes the spread of all values and so adds the spread *between* samples'
-    means; privbench falls back to that spread only where no sample has two shadows.
-    """
-
-    mean: np.ndarray
-    var: np.ndarray
-    count: np.ndarray
-    pooled_var: np.ndarray
-
-    @classmethod
-    def of(cls, shadow_signals: np.ndarray, mask: np.ndarray) -> GaussianFit:
-        m = mask[:, :, None].astype(np.float64)
-        count = mask.sum(0)
-        n = count[:, None].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (shadow_signals * m).sum(0) / n
-            sq = (np.square(shadow_signals - np.nan_to_num(mean)) * m).sum(0)
-            var = np.where(n >= 2, sq / (n - 1), np.nan)
-        dof = np.maximum(count - 1, 0).sum()
-        if dof > 0:
-            pooled = sq.sum(0) / dof
-        elif mask.sum() >= 2:
-            pooled = shadow_signals[mask].var(axis=0)
-        else:
-            pooled = np.ones(shadow_signals.shape[-1])
-        return cls(mean=mean, var=var, count=count, pooled_var=pooled)
-
-    def std(self, global_variance: bool) -> np.ndarray:
-        """Per-sample standard deviations; the pooled one where asked or where a sample's own
-        estimate is missing."""
-        var = np.broadcast_to(self.pooled_var, self.mean.shape)
-        if not global_variance:
-            var = np.where(np.isnan(self.var), var, self.var)
-        return np.maximum(np.sqrt(var), MIN_STD)
-
-
-def _mean_shift(fit_in: GaussianFit, fit_out: GaussianFit) -> np.ndarray:
-    """Average mu_in - mu_out per query, over samples that have both: fills in the mean of a
-    side a sample lacks (its own other-side mean plus this shift), which keeps the sample's own
-    difficulty rather than falling back to a population-wide mean."""
-    both = (fit_in.count > 0) & (fit_out.count > 0)
-    if both.any():
-        shift = (fit_in.mean[both] - fit_out.mean[both]).mean(0)
-    else:
-        with np.errstate(invalid="ignore"):
-            shift = np.nanmean(fit_in.mean, 0) - np.nanmean(fit_out.mean, 0)
-    return np.nan_to_num(shift)
-
-
-def _normal_logpdf(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    return -0.5 * np.square((x - mean) / std) - np.log(std) - 0.5 * math.log(2 * math.pi)
-
-
 def lira_scores(
     target: np.ndarray,
     shadows: np.ndarray,
@@ -120,18 +58,23 @@ def lira_scores(
     global_variance: bool = True,
 ) -> np.ndarray:
     """LiRA scores from ``N x A`` target signals, ``S x N x A`` shadow signals and the ``S x N``
-    keep-mask: one score per sample, higher = member, vectorised over samples."""
+    keep-mask: one score per sample, higher = member, vectorised over samples.
+
+    Each side is fitted by :class:`privbench.helpers.GaussianFit` with unbiased variances
+    (ddof 1). The mean is the mean, as in Algorithm 1 (the official code takes the median). The
+    shared variance is the pooled within-sample variance ``sum (s - mean_i)^2 / sum (n_i - 1)``,
+    which deviates from the official code, whose ``fix_variance`` takes the spread of all values
+    and so adds the spread *between* samples' means; privbench falls back to that spread only
+    where no sample has two shadows on a side."""
     keep = np.asarray(keep, dtype=bool)
-    fit_in, fit_out = GaussianFit.of(shadows, keep), GaussianFit.of(shadows, ~keep)
-    shift = _mean_shift(fit_in, fit_out)
-    mu_out = np.where(np.isnan(fit_out.mean), fit_in.mean - shift, fit_out.mean)
-    sd_out = fit_out.std(global_variance)
+    fit_in, fit_out = GaussianFit.of(shadows, keep, ddof=1), GaussianFit.of(shadows, ~keep, ddof=1)
+    mu_in, mu_out = fill_missing_means(fit_in, fit_out)
+    sd_out = fit_out.std(global_variance, floor=MIN_STD)
     if variant == "offline":
         return log_ndtr((target - mu_out) / sd_out).sum(-1)
-    mu_in = np.where(np.isnan(fit_in.mean), fit_out.mean + shift, fit_in.mean)
-    sd_in = fit_in.std(global_variance)
-    log_in = _normal_logpdf(target, mu_in, sd_in)
-    return (log_in - _normal_logpdf(target, mu_out, sd_out)).sum(-1)
+    sd_in = fit_in.std(global_variance, floor=MIN_STD)
+    log_in = normal_logpdf(target, mu_in, sd_in)
+    return (log_in - normal_logpdf(target, mu_out, sd_out)).sum(-1)
 
 
 @attrs.frozen
@@ -141,7 +84,8 @@ class LiRA:
     ``variant=online`` needs IN and OUT shadows (at least 2 shadow models, so that a sample can
     be IN in one and OUT in another); ``offline`` needs OUT shadows only (1 model suffices).
     A sample with no shadow on a side borrows that side's mean from its other side plus the
-    average IN-OUT gap (see ``_mean_shift``), and the shared variance.
+    average IN-OUT gap (``privbench.helpers.fill_missing_means``: the sample keeps its own
+    difficulty rather than a population-wide mean), and the shared variance.
     """
 
     name: ClassVar[str] = "lira"
@@ -153,11 +97,12 @@ class LiRA:
     variant: Literal["online", "offline"] = "online"
     """``online``: IN and OUT Gaussians; ``offline``: one-sided test against OUT only."""
     augment: Literal["none", "hflip", "shift", "hflip+shift"] = "none"
-    """Queries per sample (the paper's mirrored and one-pixel-shifted copies), each with its own
-    Gaussian; mirroring is refused where it changes the label (digits)."""
+    """Queries per sample, each with its own Gaussian: the image, its mirror and/or its shifts.
+    The paper's mirrored and one-pixel-shifted copies; mirroring is refused where it changes the
+    label (digits)."""
     global_variance: bool | None = None
-    """Share one variance per side across samples; ``None``: only with fewer than 64 shadow
-    models, as Carlini et al. recommend."""
+    """Share one variance per side across samples (true) or fit one per sample (false).
+    ``None``: shared only with fewer than 64 shadow models, as Carlini et al. recommend."""
 
     @property
     def min_shadows(self) -> int:

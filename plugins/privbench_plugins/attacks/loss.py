@@ -14,13 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from privbench import Access, AttackContext, Signal, hookimpl
-
-
-def _logits(context: AttackContext, use_hflip: bool) -> torch.Tensor:
-    logits = context.target.population_logits("none")
-    if use_hflip:
-        logits = (logits + context.target.population_logits("hflip")) / 2
-    return logits
+from privbench.helpers import mirror_averaged_logits
 
 
 @attrs.frozen
@@ -43,7 +37,7 @@ class LossAttack:
         return Signal.queries(self.hflip)
 
     def score(self, context: AttackContext) -> np.ndarray:
-        logits = _logits(context, self.hflip)
+        logits = mirror_averaged_logits(context.target, self.hflip)
         loss = F.cross_entropy(logits, context.population.y, reduction="none")
         return (-loss).numpy()
 
@@ -62,7 +56,9 @@ class ConfidenceAttack:
     min_shadows: ClassVar[int] = 0
 
     temperature: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
+    """Softmax temperature applied to the logits before the true-class probability."""
     hflip: bool = False
+    """Average the probabilities of the image and its mirror (where mirroring keeps labels)."""
 
     def signals(self, hflip_preserves_label: bool) -> tuple[Signal, ...]:
         return Signal.queries(self.hflip)

@@ -237,8 +237,9 @@ class Reconstruction:
     method: Literal["ntk", "kkt"] = attrs.field(
         default="ntk", validator=attrs.validators.in_(("ntk", "kkt"))
     )
-    """``ntk``: match theta_final - theta_init (Loo et al.); ``kkt``: match theta_final with
-    non-negative margin gradients (Haim et al., multiclass as Buzaglo et al.)."""
+    """The attack: ``ntk`` (Loo et al.: parameter change) or ``kkt`` (Haim et al.: KKT point).
+    ``ntk`` matches theta_final - theta_init; ``kkt`` matches theta_final with non-negative
+    margin gradients (multiclass as Buzaglo et al.)."""
     candidates_per_sample: int = attrs.field(default=2, validator=attrs.validators.ge(1))
     """Candidates per training image (Loo et al.'s ``amp_factor``, 2)."""
     steps: int = attrs.field(default=5000, validator=attrs.validators.ge(1))

@@ -111,13 +111,14 @@ class RMIA:
     offline_a: float = attrs.field(
         default=0.3, validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)]
     )
-    """The paper's ``a`` (Pr_in ~ a Pr_out + 1 - a), which it tunes per dataset by attacking one
-    reference model with the others; 0.3 is the official code's default. 1 means Pr(x) = Pr_out."""
+    """Slope ``a`` of the offline approximation Pr_in ~ a Pr_out + 1 - a (1: Pr(x) = Pr_out).
+    The paper tunes it per dataset by attacking one reference model with the others; 0.3 is the
+    official code's default."""
     gamma: float = attrs.field(default=1.0, validator=attrs.validators.gt(0.0))
-    """x dominates z when LR(x) / LR(z) > gamma."""
+    """Dominance threshold: x dominates z when LR(x) / LR(z) > gamma (1: LR(x) > LR(z))."""
     num_z: int = attrs.field(default=10_000, validator=attrs.validators.ge(2))
-    """How many population samples serve as z (all of them if fewer), drawn with the context's
-    seed."""
+    """How many population samples serve as the reference points z (all of them, if fewer).
+    Drawn with the context's seed; the score's resolution is 1 / num_z."""
     temperature: float = attrs.field(default=1.0, validator=attrs.validators.gt(0.0))
     """Softmax temperature for Pr(x | theta)."""
     augment: Literal["none", "hflip"] = "none"

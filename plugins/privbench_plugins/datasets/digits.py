@@ -25,7 +25,7 @@ class Digits:
     test_fraction: float = attrs.field(
         default=0.3, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)]
     )
-    """Held out of every model's training, for utility; the rest is the population pool."""
+    """Fraction of the images held out as the test split (utility); the rest is the pool."""
     seed: int = 0
     """Seed of the stratified train/test split."""
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from privbench import DatasetNotFoundError, LoadedDataset, TensorData, hookimpl
+from privbench.helpers import loaded_dataset
 
 ROOT_HINT = "pass --data-root DIR or set PRIVBENCH_DATA"
 
@@ -41,19 +42,6 @@ def _to_images(array: Any) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
 
 
-def _bundle(
-    train: TensorData, test: TensorData, num_classes: int, hflip_preserves_label: bool
-) -> LoadedDataset:
-    return LoadedDataset(
-        train=train,
-        test=test,
-        num_classes=num_classes,
-        mean=tuple(train.x.mean(dim=(0, 2, 3)).tolist()),
-        std=tuple(train.x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()),
-        hflip_preserves_label=hflip_preserves_label,
-    )
-
-
 def _limit_field() -> Any:
     return attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(4)))
 
@@ -63,11 +51,9 @@ class _TorchvisionSource:
     """Shared loading for torchvision classes that hold ``.data`` and ``.targets`` arrays."""
 
     title: ClassVar[str]
-    folder: ClassVar[str]
-    """Where torchvision looks, relative to the data root."""
-    what: ClassVar[str]
-    """The files to put there, as a person downloading them would recognise them."""
-    num_classes: ClassVar[int]
+    """The dataset's name in messages."""
+    torchvision_class: ClassVar[str]
+    """Its class in ``torchvision.datasets``, imported only when the dataset is loaded."""
     hflip: ClassVar[bool]
 
     limit: int | None = _limit_field()
@@ -76,33 +62,42 @@ class _TorchvisionSource:
     """Seed of the ``limit`` subset."""
 
     def dataset_class(self) -> Any:
+        import torchvision.datasets
+
+        return getattr(torchvision.datasets, self.torchvision_class)
+
+    def folder(self, dataset_class: Any) -> str:
+        """Where torchvision looks, relative to the data root."""
+        raise NotImplementedError
+
+    def what(self, dataset_class: Any) -> str:
+        """The files to put there, as a person downloading them would recognise them."""
         raise NotImplementedError
 
     def required_files(self, dataset_class: Any, root: Path) -> list[str]:
-        """The file names under :attr:`folder` that torchvision's constructor insists on."""
+        """The file names under :meth:`folder` that torchvision's constructor insists on."""
         raise NotImplementedError
 
-    def _not_found(self, root: Path, problem: str) -> DatasetNotFoundError:
-        expected = root / self.folder
-        return DatasetNotFoundError(
-            f"{self.title} not found under {root}{problem}: put {self.what} at {expected} "
-            f"(privbench never downloads), or {ROOT_HINT}"
-        )
-
     def load(self, data_root: str | None) -> LoadedDataset:
+        dataset_class = self.dataset_class()
+        folder, what = self.folder(dataset_class), self.what(dataset_class)
         if not data_root:
             raise DatasetNotFoundError(
-                f"{self.title} is read from a local folder: {ROOT_HINT}, "
-                f"with {self.what} at DIR/{self.folder}"
+                f"{self.title} is read from a local folder: {ROOT_HINT}, with {what} at "
+                f"DIR/{folder}"
             )
         root = Path(data_root).expanduser()
-        dataset_class = self.dataset_class()
-        expected = root / self.folder
+        expected = root / folder
         required = self.required_files(dataset_class, root)
         missing = [name for name in required if not (expected / name).is_file()]
         if missing:
-            some = len(missing) < len(required)
-            raise self._not_found(root, f" ({expected} lacks {', '.join(missing)})" if some else "")
+            lacks = (
+                f" ({expected} lacks {', '.join(missing)})" if len(missing) < len(required) else ""
+            )
+            raise DatasetNotFoundError(
+                f"{self.title} not found under {root}{lacks}: put {what} at {expected} "
+                f"(privbench never downloads), or {ROOT_HINT}"
+            )
         try:
             train_set, test_set = (
                 dataset_class(str(root), train=t, download=False) for t in (True, False)
@@ -121,9 +116,10 @@ class _TorchvisionSource:
                 detail = "a file is missing or fails its official MD5 check"
             raise DatasetNotFoundError(
                 f"{self.title} under {expected} is incomplete or corrupted ({detail}); "
-                f"replace it with {self.what}"
+                f"replace it with {what}"
             ) from None
-        return _bundle(train, test, self.num_classes, self.hflip)
+        num_classes = len(train_set.classes)  # torchvision's list of class names
+        return loaded_dataset(train, test, num_classes, hflip_preserves_label=self.hflip)
 
 
 @attrs.frozen
@@ -135,6 +131,12 @@ class _CIFAR(_TorchvisionSource):
 
     hflip: ClassVar[bool] = True  # a mirrored car, frog or ship is still one
 
+    def folder(self, dataset_class: Any) -> str:
+        return dataset_class.base_folder
+
+    def what(self, dataset_class: Any) -> str:
+        return f"the extracted '{dataset_class.base_folder}' folder (from {dataset_class.filename})"
+
     def required_files(self, dataset_class: Any, root: Path) -> list[str]:
         listed = dataset_class.train_list + dataset_class.test_list
         return [name for name, _md5 in listed] + [dataset_class.meta["filename"]]
@@ -142,53 +144,36 @@ class _CIFAR(_TorchvisionSource):
 
 @attrs.frozen
 class CIFAR10(_CIFAR):
-    __doc__ = _CIFAR.__doc__
-
     name: ClassVar[str] = "cifar10"
     description: ClassVar[str] = "CIFAR-10 (32x32 colour, 10 classes) from --data-root"
     title: ClassVar[str] = "CIFAR-10"
-    folder: ClassVar[str] = "cifar-10-batches-py"
-    what: ClassVar[str] = "the extracted 'cifar-10-batches-py' folder (from cifar-10-python.tar.gz)"
-    num_classes: ClassVar[int] = 10
-
-    def dataset_class(self) -> Any:
-        from torchvision.datasets import CIFAR10 as Dataset
-
-        return Dataset
+    torchvision_class: ClassVar[str] = "CIFAR10"
 
 
 @attrs.frozen
 class CIFAR100(_CIFAR):
-    __doc__ = _CIFAR.__doc__
-
     name: ClassVar[str] = "cifar100"
     description: ClassVar[str] = "CIFAR-100 (32x32 colour, 100 fine classes) from --data-root"
     title: ClassVar[str] = "CIFAR-100"
-    folder: ClassVar[str] = "cifar-100-python"
-    what: ClassVar[str] = "the extracted 'cifar-100-python' folder (from cifar-100-python.tar.gz)"
-    num_classes: ClassVar[int] = 100
-
-    def dataset_class(self) -> Any:
-        from torchvision.datasets import CIFAR100 as Dataset
-
-        return Dataset
-
-
-_IDX_FILES = (
-    "the four uncompressed idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-    "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
-)
+    torchvision_class: ClassVar[str] = "CIFAR100"
 
 
 @attrs.frozen
 class _MNISTLike(_TorchvisionSource):
     """Reads the uncompressed idx files in ``root/<Class>/raw``, as torchvision's MNIST does."""
 
-    what: ClassVar[str] = _IDX_FILES
+    def folder(self, dataset_class: Any) -> str:
+        return f"{dataset_class.__name__}/raw"  # torchvision's MNIST.raw_folder
+
+    def what(self, dataset_class: Any) -> str:
+        return (
+            "the four uncompressed idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
+        )
 
     def required_files(self, dataset_class: Any, root: Path) -> list[str]:
         # torchvision also accepts the legacy processed/{training,test}.pt pair instead of raw/.
-        processed = root / Path(self.folder).parent / "processed"
+        processed = root / dataset_class.__name__ / "processed"
         if all((processed / name).is_file() for name in ("training.pt", "test.pt")):
             return []
         return [Path(url).name.removesuffix(".gz") for url, _md5 in dataset_class.resources]
@@ -201,14 +186,8 @@ class MNIST(_MNISTLike):
     name: ClassVar[str] = "mnist"
     description: ClassVar[str] = "MNIST (28x28 grey digits, 10 classes) from --data-root"
     title: ClassVar[str] = "MNIST"
-    folder: ClassVar[str] = "MNIST/raw"
-    num_classes: ClassVar[int] = 10
+    torchvision_class: ClassVar[str] = "MNIST"
     hflip: ClassVar[bool] = False
-
-    def dataset_class(self) -> Any:
-        from torchvision.datasets import MNIST as Dataset
-
-        return Dataset
 
 
 @attrs.frozen
@@ -219,14 +198,8 @@ class FashionMNIST(_MNISTLike):
     name: ClassVar[str] = "fashion-mnist"
     description: ClassVar[str] = "Fashion-MNIST (28x28 grey clothing, 10 classes) from --data-root"
     title: ClassVar[str] = "Fashion-MNIST"
-    folder: ClassVar[str] = "FashionMNIST/raw"
-    num_classes: ClassVar[int] = 10
+    torchvision_class: ClassVar[str] = "FashionMNIST"
     hflip: ClassVar[bool] = True
-
-    def dataset_class(self) -> Any:
-        from torchvision.datasets import FashionMNIST as Dataset
-
-        return Dataset
 
 
 @attrs.frozen
@@ -241,10 +214,11 @@ class ImageFolder:
     image_size: int = attrs.field(default=32, validator=attrs.validators.ge(4))
     """Every image is resized to a square of this side (models need one input shape)."""
     grayscale: bool = False
+    """Convert every image to one grey channel."""
     test_fraction: float = attrs.field(
         default=0.2, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)]
     )
-    """Used only without ``train/`` and ``test/`` folders."""
+    """Fraction of the images held out as the test split (without train/ and test/ folders)."""
     limit: int | None = _limit_field()
     """Use at most this many train images (a seeded random subset), for CPU-sized runs."""
     seed: int = 0
@@ -308,7 +282,7 @@ class ImageFolder:
             everything, classes = self._read(root)
             train, test = self._split(everything)
         train = train.subset(_limit_indices(len(train), self.limit, self.seed))
-        return _bundle(train, test, len(classes), True)
+        return loaded_dataset(train, test, len(classes))
 
 
 @hookimpl

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
 from privbench.analysis.reconstruction import psnr, ssim
+from privbench.helpers import accuracy, count_classes, predictions
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -155,17 +156,6 @@ def nearest_similarity(
     return torch.cat(psnrs), torch.cat(ssims)
 
 
-@torch.no_grad()
-def accuracy(model: Model, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
-    model.eval()
-    device = next(model.parameters()).device
-    hits = sum(
-        int((model(x[i : i + batch].to(device)).argmax(1).cpu() == y[i : i + batch]).sum())
-        for i in range(0, len(y), batch)
-    )
-    return hits / max(len(y), 1)
-
-
 @attrs.frozen
 class BNSynthesis(Defense):
     """Release a model trained only on images synthesised from a teacher's BatchNorm statistics."""
@@ -205,8 +195,7 @@ class BNSynthesis(Defense):
         model.to(trainer.device)
         teacher = copy.deepcopy(model)
         trainer.fit(teacher, data)
-        with torch.no_grad():
-            classes = int(teacher.eval()(data.x[:1].to(trainer.device)).shape[1])
+        classes = count_classes(teacher, data.x)
         per_class = self.per_class or math.ceil(len(data) / classes)
         generator = torch.Generator().manual_seed(trainer.seed)
         targets = torch.arange(classes).repeat(per_class)
@@ -223,10 +212,7 @@ class BNSynthesis(Defense):
             batch_size=self.batch_size,
             seed=trainer.seed,
         )
-        with torch.no_grad():
-            predicted = torch.cat(
-                [teacher(b.to(trainer.device)).argmax(1).cpu() for b in x.split(512)]
-            )
+        predicted = predictions(teacher, x).cpu()
         y = targets if self.labels == "target" else predicted
         meta: dict[str, Any] = {
             "teacher_train_accuracy": accuracy(teacher, data.x, data.y),

@@ -33,15 +33,16 @@ Transfer sets (option ``transfer``):
 
 Teachers are deep copies of the untrained model trained by ``trainer.fit`` (same recipe and
 seed); fixed transfer sets (private, self-split, reference) are labelled once, in eval mode, on
-clean inputs, and the student trains on augmented inputs with those labels. The student loop
-follows the engine's: ``trainer.recipe`` epochs and batches, ``trainer.make_optimizer``,
-cosine lr schedule, ``trainer.augment``, seeded by ``trainer.seed``, on ``trainer.device``.
+clean inputs, and the student trains on augmented inputs with those labels. The student trains
+in the engine's epoch loop (``privbench.helpers.train_epochs``): ``trainer.recipe`` epochs and
+batches, ``trainer.make_optimizer`` and ``make_scheduler``, ``trainer.augment``, seeded by
+``trainer.seed``, on ``trainer.device``, with the distillation loss.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -50,6 +51,7 @@ import torch
 from torch.nn import functional as F
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
+from privbench.helpers import accuracy, model_outputs, train_epochs
 
 Transfer = Literal["self-split", "reference", "mixup", "private"]
 
@@ -72,29 +74,9 @@ def distillation_loss(
     return (1.0 - alpha) * kl + alpha * F.cross_entropy(student_logits.float(), hard)
 
 
-@torch.no_grad()
-def soft_labels(teacher: Model, x: torch.Tensor, temperature: float, batch: int = 512):
+def soft_labels(teacher: Model, x: torch.Tensor, temperature: float) -> torch.Tensor:
     """``softmax(teacher(x) / T)`` in eval mode, batched, on the teacher's device."""
-    teacher.eval()
-    device = next(teacher.parameters()).device
-    out = [
-        F.softmax(teacher(x[i : i + batch].to(device)).float() / temperature, dim=1)
-        for i in range(0, x.shape[0], batch)
-    ]
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def accuracy(model: Model, data: TensorData, batch: int = 512) -> float:
-    model.eval()
-    device = next(model.parameters()).device
-    hits = sum(
-        int(
-            (model(data.x[i : i + batch].to(device)).argmax(1).cpu() == data.y[i : i + batch]).sum()
-        )
-        for i in range(0, len(data), batch)
-    )
-    return hits / max(len(data), 1)
+    return model_outputs(teacher, x, lambda logits: F.softmax(logits.float() / temperature, dim=1))
 
 
 @attrs.frozen
@@ -110,7 +92,8 @@ class Distillation(Defense):
         default="self-split",
         validator=attrs.validators.in_(("self-split", "reference", "mixup", "private")),
     )
-    """self-split (SELENA-like: labels from teachers that did not see the sample), reference
+    """The student's transfer set: ``self-split``, ``reference``, ``mixup`` or ``private``.
+    self-split (SELENA-like: labels from teachers that did not see the sample), reference
     (DMP: the engine's unlabelled reference data), mixup (data-free stand-in for DMP) or
     private (plain KD on the private inputs; weak as a defense)."""
     temperature: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
@@ -141,8 +124,8 @@ class Distillation(Defense):
                 seen = data.subset(torch.nonzero(rest).flatten())
                 split_teacher = copy.deepcopy(initial)
                 trainer.fit(split_teacher, seen)
-                teacher_acc.append(accuracy(split_teacher, seen))
-                held_out_acc.append(accuracy(split_teacher, data.subset(part)))
+                teacher_acc.append(accuracy(split_teacher, seen.x, seen.y))
+                held_out_acc.append(accuracy(split_teacher, data.x[part], data.y[part]))
                 probs = soft_labels(split_teacher, data.x[part], self.temperature).cpu()
                 if targets is None:
                     targets = torch.zeros(len(data), probs.shape[1])
@@ -154,7 +137,7 @@ class Distillation(Defense):
             targets = None
             teacher = copy.deepcopy(initial)
             trainer.fit(teacher, data)
-            meta["teacher_train_accuracy"] = accuracy(teacher, data)
+            meta["teacher_train_accuracy"] = accuracy(teacher, data.x, data.y)
             transfer_x = data.x
             if self.transfer == "reference":
                 reference = getattr(trainer, "reference", None)
@@ -172,7 +155,7 @@ class Distillation(Defense):
         meta["final_distillation_loss"] = self._train_student(
             model, trainer, transfer_x, targets, hard, teacher
         )
-        meta["student_train_accuracy"] = accuracy(model, data)
+        meta["student_train_accuracy"] = accuracy(model, data.x, data.y)
         model.eval()
         return meta
 
@@ -181,63 +164,74 @@ class Distillation(Defense):
         model: Model,
         trainer: Trainer,
         x: torch.Tensor,
-        targets: torch.Tensor | None,
+        soft: torch.Tensor | None,
         hard: torch.Tensor,
         teacher: Model | None,
     ) -> float:
-        device, recipe = trainer.device, trainer.recipe
-        torch.manual_seed(trainer.seed)  # dropout and any other global-RNG use in the model
-        generator = torch.Generator().manual_seed(trainer.seed)
-        rng = np.random.default_rng(trainer.seed)  # mixup weights
-        model.to(device).train()
-        optimizer = trainer.make_optimizer(model)
-        scheduler = trainer.make_scheduler(optimizer)
+        """The engine's epoch loop (``privbench.helpers.train_epochs``) on the distillation loss
+        of fixed soft labels, or (``soft`` None: mixup) of a transfer set drawn afresh before
+        every epoch's batches and labelled live by ``teacher``."""
+        device = trainer.device
+        x_all, hard_all = x.to(device), hard.to(device)
+        inputs: torch.Tensor | Callable[[torch.Generator], torch.Tensor] = x_all
+        if soft is None and teacher is not None:
+            mixup = _Mixup(
+                teacher, x_all, hard_all, self.temperature, self.mixup_alpha, trainer.seed
+            )
+            inputs, labels = mixup.draw, mixup.labels
+        elif soft is not None:
+            labels = _Labels(soft.to(device), hard_all)
+        else:
+            raise ValueError("mixup needs the teacher")
 
-        def autocast() -> contextlib.AbstractContextManager[Any]:  # as the engine: bf16 on CUDA
-            if device.type == "cuda":
-                return torch.autocast("cuda", dtype=torch.bfloat16)
-            return contextlib.nullcontext()
+        def loss(xb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return distillation_loss(
+                model(xb), labels.soft[index], self.temperature, labels.hard[index], self.alpha
+            )
 
-        x_all = x.to(device)
-        total, seen = 0.0, 0
-        for _ in range(recipe.epochs):
-            total, seen = 0.0, 0
-            if teacher is not None and targets is None:  # mixup: a fresh transfer set
-                partner = torch.randperm(len(x), generator=generator).to(device)
-                lam = torch.from_numpy(rng.beta(self.mixup_alpha, self.mixup_alpha, len(x)))
-                lam = lam.float().to(device).view(-1, 1, 1, 1)
-                x_epoch = lam * x_all + (1 - lam) * x_all[partner]
-                epoch_targets = soft_labels(teacher, x_epoch, self.temperature)
-                classes = epoch_targets.shape[1]
-                y_all = hard.to(device)
-                lam1 = lam.view(-1, 1)
-                epoch_hard = lam1 * F.one_hot(y_all, classes) + (1 - lam1) * F.one_hot(
-                    y_all[partner], classes
-                )
-            else:
-                x_epoch = x_all
-                epoch_targets = targets.to(device) if targets is not None else None
-                epoch_hard = hard.to(device)
-            for index in torch.randperm(len(x), generator=generator).split(recipe.batch_size):
-                index = index.to(device)
-                xb = trainer.augment(x_epoch[index], generator)
-                with autocast():
-                    logits = model(xb)
-                loss = distillation_loss(
-                    logits,
-                    epoch_targets[index],
-                    self.temperature,
-                    epoch_hard[index],
-                    self.alpha,
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * len(index)
-                seen += len(index)
-            scheduler.step()
-        model.eval()
-        return total / max(seen, 1)
+        return train_epochs(model, trainer, inputs, loss)
+
+
+@attrs.define
+class _Labels:
+    """The current transfer set's soft labels (class probabilities) and hard labels (class
+    indices, or probabilities for mixed pairs), on the training device."""
+
+    soft: torch.Tensor
+    hard: torch.Tensor
+
+
+class _Mixup:
+    """A fresh mixup transfer set per epoch: convex combinations ``l x_i + (1 - l) x_j`` of
+    random pairs (the partners from the loop's generator, ``l ~ Beta(a, a)`` from a numpy
+    generator of the same seed), soft-labelled live by the teacher, hard labels mixed alike."""
+
+    def __init__(
+        self,
+        teacher: Model,
+        x: torch.Tensor,
+        hard: torch.Tensor,
+        temperature: float,
+        alpha: float,
+        seed: int,
+    ) -> None:
+        self.teacher, self.x, self.y = teacher, x, hard
+        self.temperature, self.alpha = temperature, alpha
+        self.rng = np.random.default_rng(seed)
+        self.labels = _Labels(torch.empty(0), torch.empty(0))
+
+    def draw(self, generator: torch.Generator) -> torch.Tensor:
+        """This epoch's mixed images; their labels go to :attr:`labels`."""
+        n, device = len(self.x), self.x.device
+        partner = torch.randperm(n, generator=generator).to(device)
+        lam = torch.from_numpy(self.rng.beta(self.alpha, self.alpha, n))
+        lam = lam.float().to(device).view(-1, 1, 1, 1)
+        mixed = lam * self.x + (1 - lam) * self.x[partner]
+        soft = soft_labels(self.teacher, mixed, self.temperature)
+        classes, lam1 = soft.shape[1], lam.view(-1, 1)
+        hard = lam1 * F.one_hot(self.y, classes) + (1 - lam1) * F.one_hot(self.y[partner], classes)
+        self.labels.soft, self.labels.hard = soft, hard  # in place: the loss holds this object
+        return mixed
 
 
 @hookimpl

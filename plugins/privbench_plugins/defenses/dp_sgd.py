@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
+from privbench.helpers import seeded_generator, train_epochs
 
 DEFAULT_EPSILON = 8.0
 """Target epsilon when neither ``epsilon`` nor ``noise_multiplier`` is given."""
@@ -53,6 +54,8 @@ class DPSGD(Defense):
     The recipe keeps its meaning: ``batch_size`` is the expected Poisson batch size,
     ``epochs * ceil(N / batch_size)`` steps, the recipe's optimizer, lr schedule and
     augmentation (a per-sample transform, so each clipped gradient still depends on one sample).
+    The loop is the engine's (``privbench.helpers.train_epochs``) with Poisson batches, opacus'
+    private optimizer and no autocast.
     """
 
     name: ClassVar[str] = "dp-sgd"
@@ -61,25 +64,25 @@ class DPSGD(Defense):
     )
 
     epsilon: float | None = attrs.field(default=None, validator=_optional_positive)
-    """Target epsilon after all epochs (opacus' make_private_with_epsilon); 8 when neither this
-    nor noise_multiplier is given."""
+    """Target epsilon after all epochs, noise calibrated to it (8 without noise_multiplier).
+    opacus' make_private_with_epsilon."""
     delta: float | None = attrs.field(
         default=None,
         validator=attrs.validators.optional([attrs.validators.gt(0), attrs.validators.lt(1)]),
     )
     """Target delta; None: min(1e-5, N^-1.1) for N training samples (always below 1/N)."""
     noise_multiplier: float | None = attrs.field(default=None, validator=_optional_positive)
-    """Fixed noise std / max_grad_norm instead of a target epsilon (the epsilon is then what the
-    accountant reports)."""
+    """Fixed noise standard deviation, in units of max_grad_norm, instead of a target epsilon.
+    The epsilon is then what the accountant reports."""
     max_grad_norm: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     """Per-sample gradient clipping bound (L2 over all parameters)."""
     grad_sample_mode: Literal["hooks", "ew", "functorch"] = "hooks"
-    """How opacus computes per-sample gradients: hooks (fastest, the small built-in models);
-    ew (torch's expanded weights) for networks with in-place ops such as timm's ResNets,
-    where hooks and functorch fail."""
+    """How opacus computes per-sample gradients: ``hooks`` (fastest), ``ew`` or ``functorch``.
+    hooks suits the small built-in models; ew (torch's expanded weights) networks with in-place
+    ops such as timm's ResNets, where hooks and functorch fail."""
     poisson_sampling: bool = True
-    """Poisson batches, as the accountant assumes; False: shuffled fixed-size batches (the
-    reported epsilon is then only an approximation)."""
+    """Poisson batches, as the accountant assumes (false: shuffled batches of fixed size).
+    Without them the reported epsilon is only an approximation."""
     accountant: Literal["prv", "rdp", "gdp"] = "prv"
     """opacus' accountant: prv (tightest), rdp (classic, looser), gdp (CLT approximation)."""
 
@@ -118,8 +121,8 @@ class DPSGD(Defense):
     def _fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
         from opacus import PrivacyEngine
 
-        torch.manual_seed(trainer.seed)  # dropout and anything else on the global RNG
-        generator = torch.Generator().manual_seed(trainer.seed)  # batches and augmentation
+        # Seeded before opacus wraps the model, for batches and augmentation; noise has its own.
+        generator = seeded_generator(trainer.seed)
         noise = torch.Generator(device=trainer.device).manual_seed(trainer.seed + 1)
         recipe, n = trainer.recipe, len(data)
         delta = self.delta if self.delta is not None else default_delta(n)
@@ -147,31 +150,27 @@ class DPSGD(Defense):
                 target_epsilon=self.epsilon, target_delta=delta, epochs=recipe.epochs, **common
             )
         rate, steps_per_epoch = 1.0 / len(loader), len(loader)
+
+        def poisson(n: int, generator: torch.Generator) -> list[torch.Tensor]:
+            """Each sample joins each step's batch with probability ``rate``, independently."""
+            return [
+                torch.nonzero(torch.rand(n, generator=generator) < rate).flatten()
+                for _ in range(steps_per_epoch)
+            ]
+
         x_all, y_all = data.x.to(trainer.device), data.y.to(trainer.device)
-        total_loss, seen, steps = 0.0, 0, 0
         try:
-            for _ in range(recipe.epochs):
-                total_loss, seen = 0.0, 0
-                if self.poisson_sampling:
-                    batches = [
-                        torch.nonzero(torch.rand(n, generator=generator) < rate).flatten()
-                        for _ in range(steps_per_epoch)
-                    ]
-                else:
-                    order = torch.randperm(n, generator=generator)
-                    batches = list(order.split(recipe.batch_size))
-                for index in batches:
-                    index = index.to(trainer.device)
-                    xb = trainer.augment(x_all[index], generator)
-                    loss = trainer.loss(private(xb), y_all[index])
-                    dp_optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    dp_optimizer.step()
-                    steps += 1
-                    if len(index):
-                        total_loss += float(loss.detach()) * len(index)
-                        seen += len(index)
-                scheduler.step()
+            final_loss = train_epochs(
+                model,
+                trainer,
+                x_all,
+                lambda xb, index: trainer.loss(private(xb), y_all[index]),
+                batches=poisson if self.poisson_sampling else None,  # else shuffled, fixed size
+                generator=generator,
+                optimizer=dp_optimizer,
+                scheduler=scheduler,
+                mixed_precision=False,
+            )
         except RuntimeError as err:
             if "inplace" in str(err) and self.grad_sample_mode != "ew":
                 raise PrivbenchError(
@@ -190,8 +189,8 @@ class DPSGD(Defense):
             "max_grad_norm": self.max_grad_norm,
             "sample_rate": rate,
             "accountant": self.accountant,
-            "final_train_loss": total_loss / max(seen, 1),
-            "steps": steps,
+            "final_train_loss": final_loss,
+            "steps": recipe.epochs * steps_per_epoch,  # either sampling: ceil(N / batch) an epoch
         }
 
 

@@ -123,16 +123,16 @@ class FeatureNoise(Defense):
     trains_by_recipe: ClassVar[bool] = True  # fit trains normally, then measures features
 
     scale: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
-    """Noise standard deviation as a multiple of the features' RMS on the training data (the
-    official code's ``sigma_scale``: 1 on MNIST, 5 on CIFAR-10, 2-3 on ImageNet)."""
+    """Noise standard deviation, as a multiple of the features' RMS on the training data.
+    The official code's ``sigma_scale``: 1 on MNIST, 5 on CIFAR-10, 2-3 on ImageNet."""
     seed: int = 0
     """Seed of the noise generator (mixed with each model's RMS)."""
     layer: Layer = attrs.field(
         default="pre-logits", validator=attrs.validators.in_(("pre-logits", "pre-pooling"))
     )
-    """Where the noise goes: the penultimate features after global pooling (timm's pre-logits,
-    the paper's default) or the feature map before pooling (the paper's other setting; the
-    ``hcr`` scorer then bounds reconstruction from that map)."""
+    """Where the noise goes: ``pre-logits`` (pooled penultimate features) or ``pre-pooling``.
+    pre-logits (timm's) is the paper's default; pre-pooling, the feature map before global
+    pooling, its other setting (the ``hcr`` scorer then bounds reconstruction from that map)."""
 
     def prepare_model(self, model: Model) -> Model:
         """Add the ``feature_rms`` buffer, so it is stored and loaded with the weights."""

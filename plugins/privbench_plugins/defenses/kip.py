@@ -71,6 +71,7 @@ import torch
 from torch.nn import functional as F
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
+from privbench.helpers import count_classes
 
 _NEIGHBOURS = 8
 """Private images per support image that the distance penalty looks at in each step."""
@@ -236,6 +237,26 @@ class Distilled:
     losses: list[float]
     """The KIP loss of every step's target batch (without the distance penalty)."""
 
+    @classmethod
+    def of(
+        cls,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        initial_x: torch.Tensor,
+        initial_labels: torch.Tensor,
+        space: KernelSpace,
+        losses: list[float],
+    ) -> Distilled:
+        """The result of an optimisation on any device, detached and moved to the CPU."""
+        return cls(
+            x=x.detach().float().cpu(),
+            labels=labels.detach().cpu(),
+            initial_x=initial_x.float(),
+            initial_labels=initial_labels.cpu(),
+            space=space,
+            losses=losses,
+        )
+
     @property
     def hard_labels(self) -> torch.Tensor:
         return self.labels.argmax(1).cpu()
@@ -301,14 +322,7 @@ def kip_distill(
 
     extra = [y_s] if learn_labels else []
     losses = _optimise(x_s, extra, kip_loss, steps, lr, private, min_distance, distance_weight)
-    return Distilled(
-        x=x_s.detach().float().cpu(),
-        labels=y_s.detach().cpu(),
-        initial_x=x0.float(),
-        initial_labels=labels0.cpu(),
-        space=space,
-        losses=losses,
-    )
+    return Distilled.of(x_s, y_s, x0, labels0, space, losses)
 
 
 def _optimise(
@@ -386,14 +400,7 @@ def _rkip(
     losses = _optimise(x_s, [alpha_s], rkip_loss, steps, lr, private, min_distance, distance_weight)
     with torch.no_grad():
         labels = space.kernel(x_s, x_s) @ alpha_s
-    return Distilled(
-        x=x_s.detach().float().cpu(),
-        labels=labels.detach().cpu(),
-        initial_x=x0.float(),
-        initial_labels=labels0.cpu(),
-        space=space,
-        losses=losses,
-    )
+    return Distilled.of(x_s, labels, x0, labels0, space, losses)
 
 
 @attrs.frozen
@@ -424,15 +431,15 @@ class KIPDefense(Defense):
     learn_labels: bool = False
     """Learn the support labels too (KIP's label learning); hard labels are their argmax."""
     min_distance: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
-    """Push every distilled image at least this L2 distance (pixel units) from every private
-    image (0: off). For scale: a held-out digit lies 0.5-2 (mean 1.1) from its nearest
-    training digit."""
+    """Least L2 distance (pixel units) of every distilled image from every private one (0: off).
+    For scale: a held-out digit lies 0.5-2 (mean 1.1) from its nearest training digit."""
     distance_weight: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     """Weight of the squared-hinge distance penalty."""
     objective: Literal["kip", "rkip"] = attrs.field(
         default="kip", validator=attrs.validators.in_(("kip", "rkip"))
     )
-    """kip: KRR prediction error on the private data (Nguyen et al.); rkip: the reconstruction
+    """What the support set minimises: ``kip`` (KRR error) or ``rkip`` (reconstruction loss).
+    kip: KRR prediction error on the private data (Nguyen et al.); rkip: the reconstruction
     loss in the infinite-width limit (Loo et al. Sec. 6; learn_labels and batch_size unused)."""
 
     def __attrs_post_init__(self) -> None:
@@ -442,9 +449,8 @@ class KIPDefense(Defense):
     def fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
         if len(data) == 0:
             raise PrivbenchError("defense 'dataset-distillation': no private data to distil")
-        model.to(trainer.device).eval()
-        with torch.no_grad():
-            classes = int(model(data.x[:1].to(trainer.device)).shape[1])
+        model.to(trainer.device)
+        classes = count_classes(model, data.x)
         if int(data.y.max()) >= classes:
             raise PrivbenchError(
                 f"defense 'dataset-distillation': label {int(data.y.max())} but the model has "

@@ -16,6 +16,7 @@ relaxation (the reconstruction attack's softplus).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import ClassVar
 
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from privbench import hookimpl
+from privbench.helpers import TimmStyleNet, mlp_features
 
 
 class NTKLinear(nn.Module):
@@ -58,9 +60,18 @@ class NTKLinear(nn.Module):
         )
 
 
-class NTKMLPNet(nn.Module):
-    """Flatten, ``depth`` x (linear, ReLU), linear head; timm's ``forward_features`` /
-    ``forward_head(x, pre_logits=False)`` / ``get_classifier`` split."""
+def ntk_or_standard_linear(
+    parameterization: str, weight_std: float, bias_std: float, bias: bool, fan_in: int, fan_out: int
+) -> nn.Module:
+    """An :class:`NTKLinear` (``parameterization="ntk"``) or PyTorch's ``nn.Linear``."""
+    if parameterization == "ntk":
+        return NTKLinear(fan_in, fan_out, weight_std, bias_std, bias)
+    return nn.Linear(fan_in, fan_out, bias=bias)
+
+
+class NTKMLPNet(TimmStyleNet):
+    """Flatten, ``depth`` x (linear, ReLU), linear head, every linear layer in the chosen
+    parameterisation; timm's feature / head split (:class:`privbench.helpers.TimmStyleNet`)."""
 
     def __init__(
         self,
@@ -73,39 +84,12 @@ class NTKMLPNet(nn.Module):
         bias_std: float = 1.0,
         bias: bool = True,
     ) -> None:
-        super().__init__()
-        self._linear_options = (parameterization, weight_std, bias_std, bias)
-        layers: list[nn.Module] = [nn.Flatten()]
-        size = in_features
-        for _ in range(depth):
-            layers += [self._linear(size, width), nn.ReLU()]
-            size = width
-        self.features = nn.Sequential(*layers)
-        self.num_features = size
-        self.num_classes = num_classes
-        self.head = self._linear(size, num_classes)
-
-    def _linear(self, fan_in: int, fan_out: int) -> nn.Module:
-        parameterization, weight_std, bias_std, bias = self._linear_options
-        if parameterization == "ntk":
-            return NTKLinear(fan_in, fan_out, weight_std, bias_std, bias)
-        return nn.Linear(fan_in, fan_out, bias=bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.head(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = self._linear(self.num_features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        # A partial of a module-level function, so that the network still pickles.
+        linear = functools.partial(
+            ntk_or_standard_linear, parameterization, weight_std, bias_std, bias
+        )
+        features = mlp_features(in_features, width, depth, linear)
+        super().__init__(features, width if depth else in_features, num_classes, make_head=linear)
 
 
 @attrs.frozen
@@ -125,8 +109,8 @@ class NTKMLP:
     parameterization: str = attrs.field(
         default="ntk", validator=attrs.validators.in_(("ntk", "standard"))
     )
-    """``ntk``: N(0, 1) weights scaled by ``weight_std / sqrt(fan_in)`` in the forward pass;
-    ``standard``: PyTorch's ``nn.Linear``."""
+    """Layer parameterisation: ``ntk`` (Jacot et al.) or ``standard`` (PyTorch's nn.Linear).
+    ntk: N(0, 1) weights scaled by ``weight_std / sqrt(fan_in)`` in the forward pass."""
     weight_std: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     """NTK weight scale sigma_w (1 in Loo et al.'s code; sqrt(2) keeps ReLU activations' scale)."""
     bias_std: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))

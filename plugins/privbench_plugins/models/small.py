@@ -1,4 +1,6 @@
-"""Small built-in networks that train in seconds on a CPU, with timm's feature/head API.
+"""Small built-in networks that train in seconds on a CPU, with timm's feature/head API
+(:class:`privbench.helpers.TimmStyleNet`, so that the core reads pre-logits exactly as it does
+from a timm model).
 
 ReLUs are not in-place and batch norm is off by default: opacus' per-sample gradient hooks fail
 on in-place ops and refuse batch norm, and DP-SGD must be able to train these networks as they
@@ -10,43 +12,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
-import torch
 from torch import nn
 
 from privbench import hookimpl
+from privbench.helpers import TimmStyleNet, mlp_features
 
 
-class _TimmStyle(nn.Module):
-    """timm's split into ``forward_features`` (backbone) and ``forward_head`` (pool, then the
-    classifier), so that the core reads pre-logits exactly as it does from a timm model."""
-
-    def __init__(self, features: nn.Module, pool: nn.Module, num_features: int, num_classes: int):
-        super().__init__()
-        self.features = features
-        self.global_pool = pool
-        self.num_features = num_features
-        self.num_classes = num_classes
-        self.head = nn.Linear(num_features, num_classes)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.head(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.head = nn.Linear(self.num_features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class ConvNet(_TimmStyle):
+class ConvNet(TimmStyleNet):
     """3x3 conv blocks doubling the width, 2x2 max pooling between blocks, global average pool.
 
     Pooling stops once the map is smaller than 4 pixels, so any depth works on 8x8 digits and
@@ -60,7 +32,7 @@ class ConvNet(_TimmStyle):
         width: int,
         depth: int,
         batchnorm: bool,
-    ):
+    ) -> None:
         channels, height, width_px = input_shape
         size = min(height, width_px)
         layers: list[nn.Module] = []
@@ -75,17 +47,15 @@ class ConvNet(_TimmStyle):
                 size = (size + 1) // 2
             channels = out
         pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        super().__init__(nn.Sequential(*layers), pool, channels, num_classes)
+        super().__init__(nn.Sequential(*layers), channels, num_classes, pool)
 
 
-class MLPNet(_TimmStyle):
-    def __init__(self, in_features: int, num_classes: int, width: int, depth: int):
-        layers: list[nn.Module] = [nn.Flatten()]
-        size = in_features
-        for _ in range(depth):
-            layers += [nn.Linear(size, width), nn.ReLU()]
-            size = width
-        super().__init__(nn.Sequential(*layers), nn.Identity(), size, num_classes)
+class MLPNet(TimmStyleNet):
+    """Flatten, ``depth`` hidden ReLU layers of ``width`` units, linear head."""
+
+    def __init__(self, in_features: int, num_classes: int, width: int, depth: int) -> None:
+        features = mlp_features(in_features, width, depth)
+        super().__init__(features, width if depth else in_features, num_classes)
 
 
 @attrs.frozen

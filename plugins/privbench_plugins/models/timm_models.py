@@ -108,12 +108,12 @@ class TimmModel:
     drop_rate: float = attrs.field(
         default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)]
     )
-    """Dropout before the classifier."""
+    """Dropout probability before the classifier (0: none)."""
     small_input_stem: bool = False
-    """Replace the ImageNet stem (7x7 stride-2 convolution, then max-pool) with one 3x3
-    stride-1 convolution, as the CIFAR ResNet-18 of the LiRA and Curvature Clues experiments
-    has: on 32x32 images the ImageNet stem leaves the last stage 1x1. For timm's ResNet family
-    (a ``conv1`` convolution and a ``maxpool``)."""
+    """Replace a ResNet's ImageNet stem by one 3x3 stride-1 convolution, for small images.
+    The ImageNet stem (7x7 stride-2 convolution, then max-pool) leaves the last stage 1x1 on
+    32x32 images; the CIFAR ResNet-18 of the LiRA and Curvature Clues experiments has the small
+    stem. For timm's ResNet family (a ``conv1`` convolution and a ``maxpool``)."""
 
     def __attrs_post_init__(self) -> None:
         if self.pretrained and not self.checkpoint:

@@ -48,8 +48,10 @@ class _OutputScorer:
     access: ClassVar[Access] = Access.LOGITS
 
     augment: Augment = "none"
+    """Queries per sample: the image, its mirror and/or its four one-pixel shifts (LiRA's)."""
     reduce: Literal["mean", "keep"] = "mean"
-    """``keep``: one column per query (``N x A``), for per-query Gaussian fits."""
+    """How queries combine: ``mean`` one value per sample, ``keep`` one column per query.
+    ``keep`` (``N x A``) serves per-query Gaussian fits."""
 
     def statistic(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -219,32 +219,33 @@ class Curvature:
     )
 
     method: Method = "zero-order"
-    """``zero-order``: black box, loss queries (Curvature Clues); ``finite-difference``:
-    input-gradient differences (Garg et al., ICML 2024); ``exact``: Hessian-vector products."""
+    """Estimator: ``zero-order``, ``finite-difference`` or ``exact``; it sets the access.
+    zero-order: black box, loss queries (Curvature Clues); finite-difference: input-gradient
+    differences (Garg et al., ICML 2024); exact: Hessian-vector products."""
     h: float = attrs.field(default=1e-3, validator=attrs.validators.gt(0))
-    """Finite-difference step in pixel units (1e-3 in both official codes, there in normalised
-    units); unused by ``exact``."""
+    """Finite-difference step, in pixel units (inputs in [0, 1]); unused by ``exact``.
+    1e-3 in both official codes, there in normalised units."""
     probes: int = attrs.field(default=10, validator=attrs.validators.ge(1))
     """Rounds of the zero-order estimate, Rademacher probes otherwise (10 in both codes)."""
     form: Form = "auto"
-    """``finite-difference``: ``norm`` (``auto``) or ``trace``; ``exact``: ``trace`` (``auto``)
-    or ``trace-of-square``; ``zero-order`` takes only ``auto``."""
+    """What is estimated: ``norm`` ||H v||, ``trace`` tr(H), ``trace-of-square`` tr(H^2).
+    finite-difference: ``norm`` (``auto``) or ``trace``; exact: ``trace`` (``auto``) or
+    ``trace-of-square``; zero-order takes only ``auto``."""
     squared: bool = True
-    """``finite-difference`` ``norm`` only: square the norm, as the papers do (the ICML 2024
-    code does not)."""
+    """Square the finite-difference norm ``||H v||`` (``form=norm`` only), as the papers do.
+    The ICML 2024 code does not."""
     hflip: bool = True
     """Also score the horizontal mirror (Curvature Clues queries both) and average the two."""
     columns: bool = False
-    """Return one column per query (``N x 2`` with ``hflip``: image, mirror) instead of their
-    mean."""
+    """One column per query (``N x 2`` with ``hflip``: image, mirror) instead of their mean."""
     seed: int = 0
     """Seed of the probes' generator: same seed, same probes, on every model."""
     bfloat16: bool = False
-    """``exact`` only: Hessian-vector products under bfloat16 autocast (for GPUs). Measured
-    against float32 on the same probes (``benchmarks/curvature_throughput.py``, CPU autocast):
-    1.2% median relative error for ``exact``, but 29% for ``finite-difference`` and 2400% for
-    ``zero-order``, whose loss differences at steps of 1e-3 bfloat16's 8-bit mantissa cannot
-    hold; those two always run in float32."""
+    """Hessian-vector products under bfloat16 autocast, for GPUs (``exact`` only).
+    Measured against float32 on the same probes (``benchmarks/curvature_throughput.py``, CPU
+    autocast): 1.2% median relative error for ``exact``, but 29% for ``finite-difference`` and
+    2400% for ``zero-order``, whose loss differences at steps of 1e-3 bfloat16's 8-bit mantissa
+    cannot hold; those two always run in float32."""
 
     def __attrs_post_init__(self) -> None:
         if self.bfloat16 and self.method != "exact":

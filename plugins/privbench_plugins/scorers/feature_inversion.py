@@ -114,11 +114,11 @@ class FeatureInversion:
     scale: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
-    """sigma as a multiple of the features' RMS, as for ``hcr``; None: the scale of the
-    ``feature-noise`` defense the model was released with (0.5 for a model without it);
-    0: a noiseless release."""
+    """Noise sigma, as a multiple of the features' RMS (None: the released model's; 0: none).
+    As for ``hcr``: None takes the scale of the ``feature-noise`` defense the model was
+    released with (0.5 for a model without it)."""
     steps: int = attrs.field(default=200, validator=attrs.validators.ge(1))
-    """Adam iterations."""
+    """Adam iterations of the reconstruction."""
     lr: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
     """Adam's initial learning rate (normalised input units), cosine-decayed to 0."""
     start: Literal["mean", "grey"] = attrs.field(
@@ -130,12 +130,12 @@ class FeatureInversion:
     l2: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     """Weight of an L2 prior pulling the normalised reconstruction to the mean (0: none)."""
     coefficients: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    """``dct-rmse``: the RMS error over the ``k x k`` lowest DCT frequencies of each channel,
-    the coefficients ``hcr`` averages with the same option (1: the mean coefficient alone)."""
+    """``dct-rmse`` over the k x k lowest DCT frequencies of each channel (1: DC), as ``hcr``.
+    The coefficients ``hcr`` averages with the same option."""
     output: Literal["dct-rmse", "pixel-mse"] = attrs.field(
         default="dct-rmse", validator=attrs.validators.in_(("dct-rmse", "pixel-mse"))
     )
-    """``dct-rmse``: in ``hcr``'s units; ``pixel-mse``: mean squared error of pixels in [0, 1]."""
+    """Reported error: ``dct-rmse`` (in ``hcr``'s units) or ``pixel-mse`` (pixels in [0, 1])."""
     seed: int = 0
     """Seed of the noise (mixed with a hash of each sample: same sample, same noise)."""
 

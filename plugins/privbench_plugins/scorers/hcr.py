@@ -174,8 +174,9 @@ class HCR:
     scale: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
     )
-    """sigma as a multiple of the features' RMS; None: the scale of the ``feature-noise``
-    defense the model was released with (0.5 for a model without it)."""
+    """Noise sigma, as a multiple of the features' RMS (None: the released model's own).
+    None takes the scale of the ``feature-noise`` defense the model was released with (0.5 for
+    a model without it)."""
     method: Literal["draws", "optimal"] = "draws"
     """``draws``: the paper's random starts; ``optimal``: the best direction per coefficient."""
     draws: int = attrs.field(default=8, validator=attrs.validators.ge(1))
@@ -185,10 +186,9 @@ class HCR:
     iterations: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     """LSQR iterations per solve at most."""
     step: float = attrs.field(default=0.005, validator=attrs.validators.gt(0))
-    """``||a(x + eps) - a(x)|| / sigma`` aimed at (the paper's ``1 / diffdiv``)."""
+    """Feature change aimed at, ``||a(x + eps) - a(x)|| / sigma`` (the paper's 1 / diffdiv)."""
     coefficients: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    """Report the mean bound over the ``k x k`` lowest DCT frequencies of each channel
-    (1: the mean coefficient alone)."""
+    """Report the mean bound over the k x k lowest DCT frequencies of each channel (1: DC)."""
     seed: int = 0
     """Seed of the random starts (same seed, same directions on every model)."""
 

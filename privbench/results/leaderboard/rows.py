@@ -5,14 +5,13 @@ One row per (dataset, model, defense, attack) configuration, its metrics average
 trade-off) and the attack's cost in seconds (its own work plus computing the signals it reads,
 wherever that happened: see ``Audit.signal_seconds``). Ranked by TPR at 0.1% FPR unless told
 otherwise.
-As Markdown, CSV, JSON or a self-contained HTML page with plots
-(:mod:`privbench.results.leaderboard_html`).
+This module gathers and ranks the rows; :mod:`~privbench.results.leaderboard.text` writes
+them as Markdown, CSV or JSON and :mod:`~privbench.results.leaderboard.html` as a
+self-contained page with plots.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,6 @@ from privbench.errors import OptionError, PrivbenchError
 from privbench.plugins import get_registry
 from privbench.results.db import METRIC_COLUMNS, ResultsDB
 
-FORMATS = ("md", "csv", "json", "html")
 TEXT_COLUMNS = ("dataset", "model", "defense", "attack")
 SHOWN = ("tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower")
 
@@ -130,43 +128,3 @@ def rank(rows: list[dict[str, Any]], by: str) -> list[dict[str, Any]]:
     if by not in METRIC_COLUMNS:
         raise OptionError(f"cannot rank by '{by}' (metrics: {', '.join(METRIC_COLUMNS)})")
     return sorted(rows, key=lambda r: (r[by] is None, -(r[by] or 0.0), r["attack"]))
-
-
-def render(
-    rows: list[dict[str, Any]],
-    fmt: str,
-    by: str,
-    *,
-    suite: str | None = None,
-    failed: Sequence[tuple[str, str]] = (),
-) -> str:
-    """The ranked rows as a Markdown table, CSV, JSON or an HTML page (which alone uses *suite*,
-    its name, and *failed*, its failed cells as ``(label, error)``)."""
-    if fmt not in FORMATS:
-        raise OptionError(f"unknown format '{fmt}' (formats: {', '.join(FORMATS)})")
-    if fmt == "html":
-        from privbench.results.leaderboard_html import render_html  # matplotlib only when asked for
-
-        return render_html(rows, by, suite=suite, failed=failed)
-    rows = rank(rows, by)
-    if fmt == "json":
-        plain = [{k: v for k, v in row.items() if k != "roc"} for row in rows]
-        return json.dumps({"rank_by": by, "rows": plain}, indent=2) + "\n"
-    shown = columns(by)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=shown, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        return out.getvalue()
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    align = ["---" if c in TEXT_COLUMNS else "---:" for c in shown]
-    lines = ["| rank | " + " | ".join(shown) + " |", "|---:|" + "|".join(align) + "|"]
-    for position, row in enumerate(rows, 1):
-        lines.append(f"| {position} | " + " | ".join(cell(row[c]) for c in shown) + " |")
-    return "\n".join(lines) + "\n"

@@ -21,8 +21,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from privbench.results.files import roc_figure
-from privbench.results.leaderboard import TEXT_COLUMNS, columns, rank
+from privbench.results.leaderboard.rows import TEXT_COLUMNS, columns, rank
+from privbench.results.plots import roc_figure
 from privbench.version import __version__
 
 LABELS = {

@@ -1,0 +1,5 @@
+"""``python -m privbench``: the command line."""
+
+from privbench.cli import main
+
+main()

@@ -1,0 +1,175 @@
+"""Fitting the pool: train every model the store lacks (by the defense, from its seed, on its
+half of the population) and store it atomically under its key, or load it if it is there.
+
+Where the defense trains by the recipe and the models allow it, missing models train together as
+vmapped ensembles (:mod:`privbench.engine.ensemble`); ``PRIVBENCH_ENSEMBLE=0`` turns that off.
+Each model is stored as soon as it is trained, so an interrupted audit resumes with the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from privbench.engine.ensemble import TrainedByEnsemble, can_ensemble, fit_ensemble
+from privbench.engine.pool import Pool
+from privbench.engine.progress import Callback
+from privbench.engine.store import Workspace
+from privbench.engine.training import StandardTrainer
+from privbench.plugins.interfaces import Model
+from privbench.version import __version__
+
+ENSEMBLE_SIZE = 64
+"""At most this many models train as one ensemble."""
+
+DECLARED_TRAINING_SET = "declared-training-images"
+"""Signal name of the images a defense says its released model learned from instead."""
+
+_Trained = tuple[Model, dict[str, Any], float]
+"""A model an ensemble trained by the recipe, its training metadata and its share of seconds."""
+
+
+@attrs.frozen(eq=False)
+class FittedPool:
+    """Every model of a pool, released by the defense (what attacks query), in pool order."""
+
+    models: list[Model]
+    metas: list[dict[str, Any]]
+    """What each model's training recorded (the defense's measurements among it)."""
+    trained: int
+    """How many were trained now (the others were loaded from the store)."""
+    seconds: float
+
+
+def ensembles_allowed(pool: Pool) -> bool:
+    return pool.components.trains_by_recipe and os.environ.get("PRIVBENCH_ENSEMBLE", "1") != "0"
+
+
+def ensemble_size(pool: Pool) -> int:
+    """How many of the pool's models one job should train together: up to
+    :data:`ENSEMBLE_SIZE` where they can train as an ensemble, else 1."""
+    if not ensembles_allowed(pool) or len(pool) < 2 or len({int(k.sum()) for k in pool.masks}) > 1:
+        return 1
+    models = [pool.build_model(index) for index in (0, 1)]
+    data = [pool.members(index) for index in (0, 1)]
+    return ENSEMBLE_SIZE if can_ensemble(models, data) is None else 1
+
+
+def _trainer(pool: Pool, index: int, callback: Callback, trained: _Trained | None):
+    options: dict[str, Any] = dict(
+        seed=pool.seed_of(index), device=pool.components.device, reference=pool.reference
+    )
+    if trained is None:
+        options["on_epoch"] = lambda epoch, epochs: callback.on_training_epoch(
+            [index], epoch, epochs
+        )
+        return StandardTrainer(pool.spec.recipe, **options)
+    return TrainedByEnsemble(pool.spec.recipe, trained[1], **options)
+
+
+def _train_ensembles(pool: Pool, indices: Sequence[int], callback: Callback) -> dict[int, _Trained]:
+    """Train the pool's models *indices* by the recipe as ensembles where they can (else none);
+    index -> (model, metadata, seconds)."""
+    if len(indices) < 2 or not ensembles_allowed(pool):
+        return {}
+    done: dict[int, _Trained] = {}
+    for first in range(0, len(indices), ENSEMBLE_SIZE):
+        chunk = list(indices[first : first + ENSEMBLE_SIZE])
+        models = [pool.build_model(index) for index in chunk]
+        data = [pool.members(index) for index in chunk]
+        if can_ensemble(models, data) is not None:
+            return done
+        options = dict(device=pool.components.device, reference=pool.reference)
+        trainers = [
+            StandardTrainer(pool.spec.recipe, seed=pool.seed_of(i), **options) for i in chunk
+        ]
+        # One progress report per ensemble, from its first member's trainer.
+        trainers[0].on_epoch = lambda epoch, epochs, chunk=chunk: callback.on_training_epoch(
+            chunk, epoch, epochs
+        )
+        callback.on_training_start(chunk, pool.spec.recipe.epochs)
+        started = time.perf_counter()
+        metas = fit_ensemble(models, data, trainers)
+        seconds = time.perf_counter() - started
+        callback.on_training_end(chunk, seconds)
+        for index, model, meta in zip(chunk, models, metas, strict=True):
+            done[index] = (model, meta, seconds / len(chunk))
+    return done
+
+
+def _fit(
+    pool: Pool, workspace: Workspace, index: int, callback: Callback, trained: _Trained | None
+) -> tuple[Model, dict[str, Any]]:
+    """Train model *index* by the defense and store it (atomically) under its key. *trained*:
+    the model already trained by the recipe in an ensemble."""
+    key = pool.keys[index]
+    trainer = _trainer(pool, index, callback, trained)
+    if trained is None:
+        model, seconds = pool.build_model(index), 0.0
+        callback.on_training_start([index], pool.spec.recipe.epochs)
+    else:
+        model, _, seconds = trained
+    started = time.perf_counter()
+    meta = dict(pool.components.defense.instance.fit(model, pool.members(index), trainer))
+    took = time.perf_counter() - started
+    if trained is None:
+        callback.on_training_end([index], took)
+    meta.update(
+        index=index,
+        members=int(pool.masks[index].sum()),
+        train_seconds=seconds + took,
+        device=str(pool.components.device),
+        privbench=__version__,
+    )
+    declared = trainer.declared_training_set
+    if declared is not None:
+        # Before the model: a stored model implies its declared set is stored too.
+        workspace.cached_tensor(key, DECLARED_TRAINING_SET, lambda: declared.x)
+    workspace.save_model(key, model.cpu(), meta)
+    return model, meta
+
+
+def train_models(
+    pool: Pool, workspace: Workspace, indices: Sequence[int], callback: Callback | None = None
+) -> int:
+    """Train the pool's models *indices* into the store unless they are there already, as
+    ensembles where they can (one job of a suite's first wave); returns how many trained."""
+    callback = callback or Callback()
+    missing = [index for index in indices if not workspace.has_model(pool.keys[index])]
+    if not missing:
+        return 0
+    workspace.create()
+    ensembled = _train_ensembles(pool, missing, callback)
+    for index in missing:
+        _fit(pool, workspace, index, callback, ensembled.get(index))
+    return len(missing)
+
+
+def load_model(pool: Pool, workspace: Workspace, index: int) -> tuple[Model, dict[str, Any]]:
+    """Stored model *index*, with its training metadata (safetensors: no pickle)."""
+    model = pool.build_model(index)
+    return model, workspace.load_model(pool.keys[index], model)
+
+
+def fit_pool(pool: Pool, workspace: Workspace, callback: Callback) -> FittedPool:
+    """Train (or load) every model of the pool; each comes back released by the defense, on
+    the audit's device, in eval mode."""
+    started = time.perf_counter()
+    missing = pool.missing(workspace)
+    ensembled = _train_ensembles(pool, missing, callback)
+    models, metas = [], []
+    defense = pool.components.defense.instance
+    for index in range(len(pool)):
+        if index in missing:
+            model, meta = _fit(pool, workspace, index, callback, ensembled.get(index))
+        else:
+            model, meta = load_model(pool, workspace, index)
+        model.to(pool.components.device).eval()
+        models.append(defense.release(model))
+        metas.append(meta)
+        callback.on_model_ready(index, index in missing)
+    return FittedPool(models, metas, len(missing), time.perf_counter() - started)

@@ -1,0 +1,154 @@
+"""The pool of one audit, laid out before anything trains: the dataset, the population drawn from
+its train split, one keep-mask per model (LiRA's game, :mod:`privbench.engine.splits`), each
+model's seed and content address in the store, and which models take a turn as target.
+
+A pool is pure planning: building it loads the data and hashes it, but writes nothing, so a
+suite can plan every cell's jobs from pools (:mod:`privbench.bench.waves`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import attrs
+import numpy as np
+import torch
+
+from privbench.engine import splits
+from privbench.engine.components import Components
+from privbench.engine.spec import AuditSpec, recipe_identity
+from privbench.engine.store import STORE_FORMAT, Workspace, digest, tensor_digest
+from privbench.errors import OptionError, PrivbenchError
+from privbench.plugins.interfaces import LoadedDataset, Model, TensorData
+
+
+def load_data(components: Components) -> tuple[LoadedDataset, TensorData, np.ndarray]:
+    """The dataset, the population and its indices in the train split."""
+    spec = components.spec
+    data_root = spec.data_root or os.environ.get("PRIVBENCH_DATA") or None
+    dataset = components.dataset.instance.load(data_root)
+    if "flip" in spec.recipe.augment and not dataset.hflip_preserves_label:
+        raise OptionError(
+            f"augment={spec.recipe.augment} mirrors images, which changes labels in "
+            f"dataset '{spec.dataset.name}'; use --augment none or crop"
+        )
+    indices = splits.population_indices(len(dataset.train), spec.population, spec.seed)
+    if len(indices) < 4:
+        raise OptionError("the population needs at least 4 samples")
+    return dataset, dataset.train.subset(indices), indices
+
+
+@attrs.define(eq=False)
+class Pool:
+    """The models of one audit before they exist: data, masks, seeds and store keys."""
+
+    components: Components
+    dataset: LoadedDataset
+    population: TensorData
+    indices: np.ndarray
+    """Each population sample's index in the dataset's train split (its sample id)."""
+    masks: np.ndarray
+    """``models x population`` booleans: which samples each model trains on."""
+
+    @classmethod
+    def plan(cls, components: Components) -> Pool:
+        dataset, population, indices = load_data(components)
+        spec = components.spec
+        masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
+        return cls(components, dataset, population, indices, masks)
+
+    @property
+    def spec(self) -> AuditSpec:
+        return self.components.spec
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    @property
+    def targets(self) -> list[int]:
+        """The models that take a turn as target, in order."""
+        return list(range(self.spec.target_count))
+
+    def shadows_of(self, target: int) -> list[int]:
+        """The models that serve as *target*'s shadows (:func:`splits.shadow_indices`)."""
+        return splits.shadow_indices(len(self), target, paired=self.spec.paired)
+
+    def seed_of(self, index: int) -> int:
+        return splits.model_seed(self.spec.seed, index)
+
+    @cached_property
+    def population_digest(self) -> str:
+        """Content digest of the population (hashing CIFAR takes a second: computed once)."""
+        return tensor_digest(self.population.x, self.population.y)
+
+    @cached_property
+    def test_digest(self) -> str:
+        return tensor_digest(self.dataset.test.x, self.dataset.test.y)
+
+    @cached_property
+    def keys(self) -> list[str]:
+        """Each model's content address: everything that determines its training."""
+        identity = self.components.identity
+        return [
+            digest(
+                {
+                    "format": STORE_FORMAT,
+                    "dataset": identity["dataset"],
+                    "population": self.population_digest,
+                    "model": identity["model"],
+                    "defense": identity["defense"],
+                    "recipe": recipe_identity(self.spec.recipe),
+                    "keep": splits.mask_digest(keep),
+                    "seed": self.seed_of(index),
+                }
+            )
+            for index, keep in enumerate(self.masks)
+        ]
+
+    def missing(self, workspace: Workspace) -> list[int]:
+        """The models not yet in *workspace*'s store."""
+        return [index for index, key in enumerate(self.keys) if not workspace.has_model(key)]
+
+    def members(self, index: int) -> TensorData:
+        """Model *index*'s training set (its half of the population)."""
+        return self.population.subset(np.flatnonzero(self.masks[index]))
+
+    @cached_property
+    def reference(self) -> TensorData | None:
+        """The train split outside the population: public data for defenses that need it."""
+        outside = np.setdiff1d(np.arange(len(self.dataset.train)), self.indices)
+        return self.dataset.train.subset(outside) if outside.size else None
+
+    def build_model(self, index: int | None = None) -> Model:
+        """A fresh model of the pool (its initial weights depend on model *index*'s seed alone,
+        not on the global RNG; seed 0 without an index), with the defense's changes."""
+        seed = 0 if index is None else self.seed_of(index)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            dataset = self.dataset
+            net = self.components.model.instance.create(dataset.input_shape, dataset.num_classes)
+            model = Model(net, dataset.mean, dataset.std)
+            return self.components.defense.instance.prepare_model(model)
+
+    def check_model(self) -> None:
+        """One forward pass on two samples, so that a model that cannot take this data fails
+        with one line before any training."""
+        spec, dataset = self.spec, self.dataset
+        c, h, w = dataset.input_shape
+        try:
+            model = self.build_model().eval()
+            with torch.no_grad():
+                logits = model(dataset.train.x[:2])
+        except PrivbenchError:
+            raise
+        except Exception as err:
+            raise PrivbenchError(
+                f"model '{spec.model.name}' cannot take dataset '{spec.dataset.name}' "
+                f"inputs ({c}x{h}x{w}): {type(err).__name__}: {err}"
+            ) from None
+        if tuple(logits.shape) != (2, dataset.num_classes):
+            raise PrivbenchError(
+                f"model '{spec.model.name}' gives logits of shape {tuple(logits.shape)} "
+                f"for {dataset.num_classes} classes"
+            )

@@ -1,0 +1,79 @@
+"""What defines one audit, as data: the plugins it names (with their options), the training
+recipe, the pool's size and shape, the seed. CLI flags, ``privbench.audit(...)`` keyword
+arguments and suite cells all become one :class:`AuditSpec` (see :mod:`privbench.engine.settings`),
+which is validated by :func:`privbench.engine.components.resolve` before any work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from privbench.plugins.interfaces import TrainingRecipe
+
+
+@attrs.frozen
+class PluginChoice:
+    """A plugin by name (``base/argument`` allowed, e.g. ``timm/resnet18``) with its options as
+    given (strings from the command line, TOML or Python values): validated when resolved."""
+
+    name: str
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+
+
+@attrs.frozen
+class AuditSpec:
+    """Everything that defines one audit; CLI flags, Python calls and suite cells become one."""
+
+    dataset: PluginChoice = PluginChoice("digits")
+    model: PluginChoice = PluginChoice("small-cnn")
+    defense: PluginChoice = PluginChoice("none")
+    attacks: tuple[PluginChoice, ...] = (PluginChoice("loss"),)
+    recipe: TrainingRecipe = attrs.field(factory=TrainingRecipe)
+    shadows: int = attrs.field(default=7, validator=attrs.validators.ge(0))
+    """Shadow models beside the target: the pool holds ``shadows + 1`` models."""
+    targets: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
+    )
+    """How many models of the pool take a turn as target (the others are its shadows); all of
+    them by default, giving ``(shadows + 1) x population`` evaluation points."""
+    population: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(4))
+    )
+    """Population size drawn from the dataset's train split (all of it by default)."""
+    memorization: bool = False
+    """Also estimate each sample's memorization from the pool (``memorization.csv``)."""
+    scorers: tuple[PluginChoice, ...] = ()
+    """Scorer plugins to report on the target models: summaries for members and non-members,
+    and every value in ``scores-<name>.csv``."""
+    paired: bool = False
+    """Curvature Clues' masks: Bernoulli(0.5) keep-masks in complementary pairs (each sample is
+    in exactly half the models) instead of exact random halves."""
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+
+    @property
+    def pool_size(self) -> int:
+        return self.shadows + 1
+
+    @property
+    def target_count(self) -> int:
+        """How many models take a turn as target."""
+        return self.targets if self.targets is not None else self.pool_size
+
+
+# Recipe fields added after the store format was fixed: left out of a model's key while at
+# their defaults, so models stored before they existed keep their keys and are reused.
+_RECIPE_FIELDS_SINCE_FORMAT = {"loss": "cross-entropy", "schedule": "cosine"}
+
+
+def recipe_identity(recipe: TrainingRecipe) -> dict[str, Any]:
+    """The recipe as it enters a model's content address."""
+    fields = attrs.asdict(recipe)
+    for name, default in _RECIPE_FIELDS_SINCE_FORMAT.items():
+        if fields.get(name) == default:
+            del fields[name]
+    return fields

@@ -1,0 +1,64 @@
+"""Plots: log-log ROC curves, as LiRA reports them (Carlini et al. 2022), for a run's
+``roc.png`` and a leaderboard's inline SVGs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+
+from privbench.results.files import atomic_write
+
+
+def roc_figure(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike, float | None]],
+    *,
+    title: str,
+    colors: Mapping[str, str] | None = None,
+    size: tuple[float, float] = (5.2, 5.0),
+) -> Figure:
+    """Log-log ROC curves, ``label -> (fpr, tpr, auc)``, as a Figure (``auc`` may be None).
+
+    Log axes show the low-FPR regime that matters for privacy (Carlini et al. 2022). The axes
+    start at the smallest non-zero FPR any curve reaches (about ``1/n_nonmembers``), kept
+    within [1e-5, 1e-3] so small runs still show the low-FPR decades and huge ones stay legible.
+    A bare Agg figure, not pyplot: no global backend switch, no figure left open on errors, and
+    the caller chooses the output (a run's PNG, a leaderboard's inline SVG). *colors* (label ->
+    colour) keeps one attack's colour across several figures; *size* is in inches.
+    """
+    figure = Figure(figsize=size, dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    floor = 1.0
+    for label, (fpr, tpr, auc) in curves.items():
+        fpr, tpr = np.asarray(fpr, dtype=np.float64), np.asarray(tpr, dtype=np.float64)
+        positive = fpr[fpr > 0]
+        floor = min(floor, positive.min() if positive.size else 1.0)
+        text = f"{label} (AUC {auc:.3f})" if auc is not None else label
+        axes.plot(fpr, tpr, label=text, linewidth=1.5, color=(colors or {}).get(label))
+    floor = max(min(floor, 1e-3), 1e-5)
+    axes.plot([floor, 1], [floor, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    axes.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1.02))
+    axes.set_xlabel("false positive rate")
+    axes.set_ylabel("true positive rate")
+    axes.set_title(title, fontsize=9)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def plot_roc(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike, float | None]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+) -> None:
+    """:func:`roc_figure` saved as a PNG, atomically (a run's ``roc.png``)."""
+    figure = roc_figure(curves, title=title)
+    atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))

@@ -1,0 +1,215 @@
+"""An audit's result as the tables and lines ``privbench run`` prints: the attack table with
+utility, scorers, the defense's measurements and its DP bound, memorization, reconstructions,
+and where the run's files are. :func:`report` gives rich renderables (the CLI prints them);
+:func:`summary_text` the same as plain text (``AuditResult.summary()``).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console, RenderableType
+from rich.table import Table
+
+from privbench.results.parts import ReconstructionResult
+
+if TYPE_CHECKING:  # the result imports this module to print itself
+    from privbench.results.result import AuditResult
+
+WIDTH = 120
+"""Columns of text output: enough for the attack table to stay whole."""
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.3g}"
+    return str(value)
+
+
+def run_title(result: AuditResult) -> str:
+    spec = result.spec
+    return (
+        f"{spec.dataset.name} · {spec.model.name} · defense {spec.defense.name}"
+        f" · {spec.models} models, {spec.targets} target(s) x {spec.population} samples"
+    )
+
+
+def utility_line(result: AuditResult) -> str:
+    u, training = result.utility, result.training
+    together = training.target_meta.get("ensemble")
+    how = f" ({together} at once)" if together and training.trained else ""
+    return (
+        f"target accuracy: train {u.train_accuracy:.3f}, test {u.test_accuracy:.3f} · "
+        f"models trained {training.trained}{how}, reused {training.reused}"
+    )
+
+
+def attacks_table(result: AuditResult) -> Table:
+    table = Table(title=run_title(result), title_justify="left", box=box.SIMPLE_HEAD)
+    columns = ("attack", "access", "AUC", "AUC/target", "TPR@0.1%FPR", "TPR@1%FPR", "bal.acc",
+               "advantage", "ε≥ (95%)", "s")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("attack", "access") else "right")
+    for attack in result.attacks:
+        m, spread = attack.metrics, attack.per_target
+        auc_per_target = (
+            f"{spread.mean['auc']:.3f}±{spread.std['auc']:.3f}" if "auc" in spread.mean else "-"
+        )
+        table.add_row(
+            attack.name,
+            attack.access,
+            format_metric(m.auc),
+            auc_per_target,
+            *map(
+                format_metric,
+                (
+                    m.tpr_at_0_1_fpr,
+                    m.tpr_at_1_fpr,
+                    m.balanced_accuracy,
+                    m.advantage,
+                    m.epsilon_lower,
+                ),
+            ),
+            f"{attack.seconds:.1f}",
+        )
+    table.caption = (
+        "AUC and TPRs over the pooled scores of all target turns; AUC/target: mean±sd\n"
+        + utility_line(result)
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def dp_bound_line(result: AuditResult) -> str | None:
+    bound = result.dp_bound
+    if bound is None:
+        return None
+    return (
+        f"the accountant's (ε={bound.epsilon:.3g}, δ={bound.delta:.2g})-DP allows at most: "
+        f"AUC {bound.auc:.4f}, TPR@0.1%FPR {bound.tpr_at_0_1_fpr:.4f}, "
+        f"TPR@1%FPR {bound.tpr_at_1_fpr:.4f}, advantage {bound.advantage:.4f}"
+    )
+
+
+def defense_line(result: AuditResult) -> str | None:
+    """The defense's own measurements on the first target, or None for none to show."""
+    shown = {
+        key: value
+        for key, value in sorted(result.training.defense_measurements.items())
+        if isinstance(value, int | float | str | bool)
+    }
+    if not shown:
+        return None
+    return f"defense {result.spec.defense.name} (first target): " + ", ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in shown.items()
+    )
+
+
+def reconstruction_metrics(m: dict[str, Any]) -> str:
+    bar = f"SSIM > {m['ssim_threshold']:g}"
+    parts = []
+    if "fraction_identified" in m:
+        identified = f"identified {m['fraction_identified']:.0%} (10% nearer than any non-member"
+        if "chance_fraction_identified" in m:
+            identified += f"; typical images reach {m['chance_fraction_identified']:.0%}"
+        parts.append(identified + ")")
+    recovered = f"{bar} {m['fraction_recovered']:.0%}"
+    if "chance_fraction_recovered" in m:
+        recovered += f" (typical images reach {m['chance_fraction_recovered']:.0%})"
+    parts += [recovered, f"mean SSIM {m['mean_ssim']:.3f}", f"mean L2 {m['mean_l2']:.3f}"]
+    return ", ".join(parts)
+
+
+def reconstruction_lines(summary: ReconstructionResult) -> list[str]:
+    lines = [
+        f"reconstruction attack {summary.name} on target {summary.target} "
+        f"({summary.candidates} candidates for {summary.train_size} training images): "
+        + reconstruction_metrics(summary.metrics)
+    ]
+    declared = summary.declared_training_set
+    if declared is not None:
+        lines.append(
+            f"  against the {declared['size']} images the defense trained the released model on "
+            "instead: " + reconstruction_metrics(declared["metrics"])
+        )
+    return lines
+
+
+def memorization_line(result: AuditResult) -> str | None:
+    summary = result.memorization
+    if summary is None:
+        return None
+    line = (
+        f"memorization over {summary.models} models: mean {summary.mean:.3f}, "
+        f"{summary.above_0_5} samples above 0.5"
+    )
+    if summary.spearman_curvature is not None:
+        line += (
+            f"; Spearman rank correlation with curvature {summary.spearman_curvature:.3f} "
+            f"(p = {summary.spearman_p_value:.2g})"
+        )
+    return line
+
+
+def scorers_table(result: AuditResult) -> Table:
+    """Each reported scorer's median for members and non-members of the targets."""
+    table = Table(
+        title="scorers on the target models: median over members and non-members",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("scorer", "members", "non-members", "membership AUC", "access"):
+        table.add_column(column, justify="left" if column in ("scorer", "access") else "right")
+    for name, summary in result.scorers.items():
+        table.add_row(
+            name,
+            f"{summary.members['median']:.4g}",
+            f"{summary.non_members['median']:.4g}",
+            format_metric(summary.membership_auc),
+            summary.access,
+        )
+    return table
+
+
+def report(result: AuditResult) -> list[RenderableType]:
+    """A run's table, its bound, scorer and memorization lines, and where its files are."""
+    out: list[RenderableType] = list(result.notes)
+    folder = result.path
+    if result.attacks or not result.reconstructions:
+        out.append(attacks_table(result))
+    else:
+        out += [run_title(result), utility_line(result)]
+    if result.scorers:
+        out.append(scorers_table(result))
+        if folder is not None:
+            out += [f"{name}: {folder / f'scores-{name}.csv'}" for name in result.scorers]
+    out += [line for line in (defense_line(result), dp_bound_line(result)) if line]
+    line = memorization_line(result)
+    if line is not None:
+        out.append(line)
+        if folder is not None:
+            out.append(f"memorization: {folder / 'memorization.csv'}")
+    for summary in result.reconstructions:
+        out += reconstruction_lines(summary)
+        if folder is not None:
+            out.append(f"reconstructions beside training images: {folder / summary.grid}")
+            if summary.declared_training_set is not None:
+                grid = summary.declared_training_set["grid"]
+                out.append(f"reconstructions beside the defense's training images: {folder / grid}")
+    if folder is not None:
+        out.append(f"results: {folder / 'results.json'}")
+        if result.attacks:
+            out.append(f"ROC plot: {folder / 'roc.png'}")
+    return out
+
+
+def summary_text(result: AuditResult, width: int = WIDTH) -> str:
+    """:func:`report` as plain text."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, highlight=False, soft_wrap=True)
+    for part in report(result):
+        console.print(part, markup=False) if isinstance(part, str) else console.print(part)
+    return buffer.getvalue()
