@@ -1,14 +1,62 @@
-"""Fixtures and helpers shared by several test modules (each module opts in to the fixtures)."""
+"""Fixtures and helpers shared by several test modules: the installed plugins and digits, a
+small CNN, the loss attack's AUC on a member / non-member split, a linear timm-style network,
+and the command line run in this process."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
+from privbench import LoadedDataset, Model, TensorData
 from privbench.cli import main
-from privbench.plugins import set_registry
+from privbench.helpers import TimmStyleNet
+from privbench.plugins import Registry, set_registry
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    """The installed plugins, loaded once per test module (a module may add its own)."""
+    return Registry.from_environment()
+
+
+@pytest.fixture(scope="module")
+def digits(registry: Registry) -> LoadedDataset:
+    return registry.create("dataset", "digits").load(None)
+
+
+def small_cnn(registry: Registry, data: LoadedDataset, seed: int = 0, **options: object) -> Model:
+    """The built-in small CNN for *data*, initialised from *seed*."""
+    torch.manual_seed(seed)
+    net = registry.create("model", "small-cnn", options).create(data.input_shape, data.num_classes)
+    return Model(net, data.mean, data.std)
+
+
+def loss_auc(model: Model, members: TensorData, non_members: TensorData) -> float:
+    """The loss attack (Yeom et al.): lower loss = member; its AUC."""
+    with torch.no_grad():
+        losses = torch.cat(
+            [model.loss(members.x, members.y), model.loss(non_members.x, non_members.y)]
+        )
+    truth = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
+    return float(roc_auc_score(truth, -losses.numpy()))
+
+
+def linear_features(weight: torch.Tensor, classes: int | None = None) -> TimmStyleNet:
+    """A timm-style network whose pre-logits are ``W x`` of the flattened pixels (``d x n``
+    *weight*), with a linear head to *classes* (None: the identity, logits = features)."""
+    d, n = weight.shape
+    lin = torch.nn.Linear(n, d, bias=False).to(weight.dtype)
+    lin.weight.data = weight.clone()
+    net = TimmStyleNet(torch.nn.Flatten(), d, classes or d, pool=lin)
+    net.head = net.head.to(weight.dtype)
+    if classes is None:
+        net.head.weight.data = torch.eye(d, dtype=weight.dtype)
+        net.head.bias.data.zero_()
+    return net
 
 
 @pytest.fixture

@@ -254,14 +254,6 @@ def test_contract_of_the_options():
     check_attack(SongMittalAttack, class_thresholds=False)
 
 
-@pytest.fixture(scope="module")
-def registry() -> privbench.plugins.Registry:
-    registry = privbench.plugins.Registry.from_environment()
-    if "watson" not in registry.names("attack"):  # not yet declared as an entry point
-        registry.load_module("privbench_plugins.attacks.baselines")
-    return registry
-
-
 def test_registered_with_validated_options(registry):
     assert {"sablayrolles", "watson", "attack-r", "song-mittal"} <= set(registry.names("attack"))
     assert registry.create("attack", "attack-r", {"percentile": "gaussian"}) == YeAttackR(

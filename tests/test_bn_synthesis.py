@@ -21,26 +21,12 @@ from privbench_plugins.defenses.bn_synthesis import (
 from privbench import Model, PrivbenchError, TensorData, TrainingRecipe
 from privbench.engine.training import StandardTrainer
 from privbench.helpers import accuracy
-from privbench.plugins import Registry
 from privbench.testing import check_defense, check_plugin_class
 
 CPU = torch.device("cpu")
 MEMBERS = 300
 RECIPE = TrainingRecipe(epochs=15, batch_size=32)
 SEEDS = (0, 1)
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    registry = Registry.from_environment()
-    if "bn-synthesis" not in registry.names("defense"):
-        registry.load_module("privbench_plugins.defenses.bn_synthesis")
-    return registry
-
-
-@pytest.fixture(scope="module")
-def digits(registry):
-    return registry.create("dataset", "digits").load(None)
 
 
 def _model(registry, shape, classes, seed=0, name="small-cnn", **options) -> Model:

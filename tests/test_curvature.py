@@ -23,23 +23,12 @@ from privbench import Access, AccessDeniedError, Model, ModelView, OptionError, 
 from privbench.engine.audit import run_audit
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import Workspace
-from privbench.plugins import Registry
 from privbench.testing import check_attack, check_scorer
 
 MODULES = {
     "scorer": "privbench_plugins.scorers.curvature",
     "attack": "privbench_plugins.attacks.curvature",
 }
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    """Installed plugins, plus these two modules until their entry points are declared."""
-    registry = Registry.from_environment()
-    for kind, module in MODULES.items():
-        if "curvature" not in registry.names(kind):
-            registry.load_module(module)
-    return registry
 
 
 def _mlp() -> Model:

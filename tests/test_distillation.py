@@ -6,49 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import loss_auc, small_cnn
 from privbench_plugins.defenses.distillation import Distillation, distillation_loss
-from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
-from privbench import Model, OptionError, PrivbenchError, TensorData, TrainingRecipe
+from privbench import OptionError, PrivbenchError, TrainingRecipe
 from privbench.engine.training import StandardTrainer
 from privbench.helpers import accuracy
-from privbench.plugins import Registry
 from privbench.testing import check_defense
 
 # Overfit on purpose: 100 members, 30 epochs of small batches, no weight decay.
 MEMBERS = 100
 RECIPE = TrainingRecipe(epochs=30, batch_size=16, lr=0.05, weight_decay=0.0)
 SEEDS = (0, 1)
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    registry = Registry.from_environment()
-    if "distillation" not in registry.names("defense"):
-        registry.load_module("privbench_plugins.defenses.distillation")
-    return registry
-
-
-@pytest.fixture(scope="module")
-def digits(registry):
-    return registry.create("dataset", "digits").load(None)
-
-
-def _model(registry, digits, seed: int) -> Model:
-    torch.manual_seed(seed)
-    net = registry.create("model", "small-cnn").create(digits.input_shape, digits.num_classes)
-    return Model(net, digits.mean, digits.std)
-
-
-def _loss_auc(model: Model, members: TensorData, non_members: TensorData) -> float:
-    """The loss attack (Yeom et al.): lower loss = member."""
-    with torch.no_grad():
-        losses = torch.cat(
-            [model.loss(members.x, members.y), model.loss(non_members.x, non_members.y)]
-        )
-    truth = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
-    return float(roc_auc_score(truth, -losses.numpy()))
 
 
 @pytest.mark.parametrize("transfer", ["self-split", "mixup", "private"])
@@ -93,7 +63,7 @@ def test_training_is_deterministic(registry, digits):
     recipe = TrainingRecipe(epochs=2, batch_size=16)
     states = []
     for _ in range(2):
-        model = _model(registry, digits, 0)
+        model = small_cnn(registry, digits, 0)
         trainer = StandardTrainer(recipe, seed=3, device=torch.device("cpu"))
         Distillation(transfer="mixup").fit(model, data, trainer)
         states.append(model.state_dict())
@@ -112,21 +82,21 @@ def runs(registry, digits):
         trainer = StandardTrainer(
             RECIPE, seed=seed, device=torch.device("cpu"), reference=reference
         )
-        undefended = _model(registry, digits, seed)
+        undefended = small_cnn(registry, digits, seed)
         trainer.fit(undefended, members)
         row = {
             "none": (
                 accuracy(undefended, digits.test.x, digits.test.y),
-                _loss_auc(undefended, members, non_members),
+                loss_auc(undefended, members, non_members),
             )
         }
         for transfer in ("self-split", "mixup") + (("reference",) if seed == SEEDS[0] else ()):
-            student = _model(registry, digits, seed)
+            student = small_cnn(registry, digits, seed)
             meta = Distillation(transfer=transfer).fit(student, members, trainer)
             assert meta["transfer"] == transfer and 0 <= meta["student_train_accuracy"] <= 1
             row[transfer] = (
                 accuracy(student, digits.test.x, digits.test.y),
-                _loss_auc(student, members, non_members),
+                loss_auc(student, members, non_members),
             )
         results[seed] = row
     print(results)

@@ -9,23 +9,9 @@ from privbench_plugins.defenses.dp_sgd import DPSGD
 
 from privbench import Model, OptionError, TrainingRecipe
 from privbench.engine.training import StandardTrainer
-from privbench.plugins import Registry
 from privbench.testing import check_defense
 
 RECIPE = TrainingRecipe(epochs=3, batch_size=32)
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    registry = Registry.from_environment()
-    if "dp-sgd" not in registry.names("defense"):
-        registry.load_module("privbench_plugins.defenses.dp_sgd")
-    return registry
-
-
-@pytest.fixture(scope="module")
-def digits(registry):
-    return registry.create("dataset", "digits").load(None)
 
 
 def _train(registry, digits, defense, **model_options):

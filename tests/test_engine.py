@@ -57,16 +57,6 @@ def test_random_crop_shifts_within_padding():
         assert any(torch.equal(out[b], w) for w in windows)
 
 
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.from_environment()
-
-
-@pytest.fixture(scope="module")
-def digits(registry):
-    return registry.create("dataset", "digits").load(None)
-
-
 def _small_model(registry, digits) -> Model:
     net = registry.create("model", "small-cnn").create(digits.input_shape, digits.num_classes)
     return Model(net, digits.mean, digits.std)

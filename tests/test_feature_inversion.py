@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import linear_features
 from privbench_plugins.defenses.feature_noise import FeatureNoise
 from privbench_plugins.scorers import feature_inversion
 from privbench_plugins.scorers.feature_inversion import FeatureInversion, sample_noise
@@ -14,35 +15,12 @@ from privbench.plugins import Registry
 from privbench.testing import check_scorer
 
 
-class _Linear(torch.nn.Module):
-    """timm-style network whose pre-logits are ``W x`` of the flattened pixels."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        d, n = weight.shape
-        self.lin = torch.nn.Linear(n, d, bias=False).to(weight.dtype)
-        self.lin.weight.data = weight.clone()
-        self.head = torch.nn.Linear(d, 3).to(weight.dtype)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.lin(f) if pre_logits else self.head(self.lin(f))
-
-    def get_classifier(self) -> torch.nn.Module:
-        return self.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
 def _linear_view(mean: float = 0.5) -> ModelView:
     """Injective linear features ``a(x) = W u`` of the normalised input ``u = (x - mean) / 0.25``
     (W is 48 x 16): a std other than 1 checks that errors are in normalised units, as hcr's."""
     torch.manual_seed(0)
     weight = torch.randn(48, 16, dtype=torch.float64)
-    model = Model(_Linear(weight), [mean], [0.25]).double().eval()
+    model = Model(linear_features(weight, 3), [mean], [0.25]).double().eval()
     return ModelView(model, Access.PARAMETERS)
 
 

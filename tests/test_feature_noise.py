@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import linear_features
 from privbench_plugins.defenses.feature_noise import FeatureNoise
 from privbench_plugins.scorers.hcr import HCR, dct_matrix
 
@@ -13,7 +14,6 @@ from privbench.engine.audit import run_audit
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import Workspace
 from privbench.engine.training import StandardTrainer
-from privbench.plugins import Registry
 from privbench.testing import check_defense, check_scorer
 
 MODULES = {
@@ -22,44 +22,9 @@ MODULES = {
 }
 
 
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    """Installed plugins, plus these two until their entry points are in pyproject.toml."""
-    registry = Registry.from_environment()
-    for (kind, name), module in MODULES.items():
-        if name not in registry.names(kind):
-            registry.load_module(module)
-    return registry
-
-
-class _Linear(torch.nn.Module):
-    """timm-style network whose pre-logits are ``W x`` of the flattened pixels."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        d, n = weight.shape
-        self.lin = torch.nn.Linear(n, d, bias=False).to(weight.dtype)
-        self.lin.weight.data = weight.clone()
-        self.head = torch.nn.Linear(d, d).to(weight.dtype)  # the identity: logits = features
-        self.head.weight.data = torch.eye(d, dtype=weight.dtype)
-        self.head.bias.data.zero_()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-    def forward_head(self, f: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.lin(f) if pre_logits else self.head(self.lin(f))
-
-    def get_classifier(self) -> torch.nn.Module:
-        return self.head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
 def _linear_model(weight: torch.Tensor) -> Model:
     """Features ``a(x) = W x`` (mean 0, std 1: the normalised input is the pixels)."""
-    return Model(_Linear(weight), [0.0], [1.0]).to(weight.dtype).eval()
+    return Model(linear_features(weight), [0.0], [1.0]).to(weight.dtype).eval()
 
 
 def _released(scale: float, seed: int = 0, rms: float = 2.0) -> tuple[Model, Model]:
@@ -168,7 +133,7 @@ def test_hcr_reads_sigma_from_a_feature_noise_model():
     x = torch.rand(4, 1, 4, 4, dtype=torch.float64)
     values = HCR(scale=0.5, method="optimal").score(ModelView(released, Access.PARAMETERS), x, None)
     c = torch.outer(dct_matrix(4)[0], dct_matrix(4)[0]).flatten()
-    weight = model.net.lin.weight
+    weight = model.net.global_pool.weight  # linear_features: the pre-logits are W x
     # W is 6 x 16: the bound lives in W's row space, (W^T W)^+
     with torch.no_grad():
         expected = 1.5 * (c @ torch.linalg.pinv(weight.T @ weight) @ c).sqrt()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import loss_auc, small_cnn
 from privbench_plugins.defenses.kip import (
     KIPDefense,
     kip_distill,
@@ -20,7 +21,6 @@ from privbench_plugins.defenses.kip import (
     nearest_private_distance,
     relu_ntk,
 )
-from sklearn.metrics import roc_auc_score
 
 from privbench import (
     LoadedDataset,
@@ -46,16 +46,6 @@ SEEDS = (0, 1)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.from_environment()
-
-
-@pytest.fixture(scope="module")
-def digits(registry: Registry) -> LoadedDataset:
-    return registry.create("dataset", "digits").load(None)
 
 
 # -- the kernel ------------------------------------------------------------------------------
@@ -304,22 +294,6 @@ def test_bad_options_raise(registry: Registry, options: dict[str, Any]) -> None:
         registry.create("defense", "dataset-distillation", options)
 
 
-def _model(registry: Registry, digits: LoadedDataset, seed: int) -> Model:
-    torch.manual_seed(seed)
-    net = registry.create("model", "small-cnn").create(digits.input_shape, digits.num_classes)
-    return Model(net, digits.mean, digits.std)
-
-
-def _loss_auc(model: Model, members: TensorData, non_members: TensorData) -> float:
-    """The loss attack (Yeom et al.): lower loss = member."""
-    with torch.no_grad():
-        losses = torch.cat(
-            [model.loss(members.x, members.y), model.loss(non_members.x, non_members.y)]
-        )
-    truth = np.r_[np.ones(len(members)), np.zeros(len(non_members))]
-    return float(roc_auc_score(truth, -losses.numpy()))
-
-
 def test_the_released_model_leaks_less_membership(
     registry: Registry, digits: LoadedDataset
 ) -> None:
@@ -329,16 +303,16 @@ def test_the_released_model_leaks_less_membership(
         members = digits.train.subset(order[:MEMBERS])
         non_members = digits.train.subset(order[MEMBERS : 2 * MEMBERS])
         trainer = StandardTrainer(RECIPE, seed=seed, device=CPU)
-        plain = _model(registry, digits, seed)
+        plain = small_cnn(registry, digits, seed)
         trainer.fit(plain, members)
         undefended.append(
-            (_loss_auc(plain, members, non_members), accuracy(plain, digits.test.x, digits.test.y))
+            (loss_auc(plain, members, non_members), accuracy(plain, digits.test.x, digits.test.y))
         )
-        student = _model(registry, digits, seed)
+        student = small_cnn(registry, digits, seed)
         meta = KIPDefense().fit(student, members, trainer)
         defended.append(
             (
-                _loss_auc(student, members, non_members),
+                loss_auc(student, members, non_members),
                 accuracy(student, digits.test.x, digits.test.y),
             )
         )

@@ -11,12 +11,6 @@ from safetensors.torch import save_file
 from torch.nn import functional as F
 
 from privbench import Model, OptionError, PrivbenchError
-from privbench.plugins import Registry
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.from_environment()
 
 
 def save(net: torch.nn.Module, path, prefix: str = "") -> str:

@@ -45,16 +45,6 @@ STEPS = 1000
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry.from_environment()
-
-
-@pytest.fixture(scope="module")
-def digits(registry: Registry) -> LoadedDataset:
-    return registry.create("dataset", "digits").load(None)
-
-
 # -- metrics ---------------------------------------------------------------------------------
 
 
