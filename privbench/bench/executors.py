@@ -3,9 +3,10 @@
 A suite runs in waves of jobs (:mod:`privbench.bench.waves`, ``docs/scale.md``): one job per
 model that is not yet in the store (train it, write it atomically under its content address),
 one scoring pass per model (the signals its cells' attacks list, cached beside it), then one
-job per cell (load its pool, read the signals, run the attacks, write the run folder). Jobs only read and write the workspace's store, a folder that
-every worker must see at the same path (a shared filesystem on a cluster); the results database
-is written by the driver alone, from what the jobs return, so SQLite never sees two writers.
+job per cell (load its pool, read the signals, run the attacks, write the run folder). Jobs
+only read and write the workspace's store, a folder that every worker must see at the same path
+(a shared filesystem on a cluster); the results database is written by the driver alone,
+from what the jobs return, so SQLite never sees two writers.
 
 Every executor answers ``map(function, jobs)`` with ``(job, result or exception)`` pairs as the
 jobs finish: a job that raises is reported, not fatal, which is how one failing cell leaves the

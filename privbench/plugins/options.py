@@ -9,6 +9,7 @@ the values; every failure becomes one :class:`~privbench.errors.OptionError` lin
 from __future__ import annotations
 
 import ast
+import contextlib
 import enum
 import functools
 import inspect
@@ -46,10 +47,8 @@ def option_fields(cls: type) -> dict[str, attrs.Attribute]:
     """The options of a plugin class: its public attrs fields, annotations resolved where they
     can be (a class defined where its annotations' names are not importable keeps them as
     text, and its option values are then taken as given)."""
-    try:
+    with contextlib.suppress(NameError, TypeError, AttributeError):
         attrs.resolve_types(cls)
-    except (NameError, TypeError, AttributeError):
-        pass
     return {f.name: f for f in attrs.fields(cls) if f.init and not f.name.startswith("_")}
 
 
