@@ -275,3 +275,33 @@ def test_a_run_logged_to_a_file_writes_progress_lines_while_it_works(tmp_path):
     assert "\x1b[" not in final  # plain lines, no terminal escapes
     record = json.loads(Path(final.split("results: ")[1].split()[0]).read_text())
     assert record["attacks"][0]["name"] == "loss"
+
+
+def test_scorer_values_come_back_per_target_and_sample(tmp_path):
+    result = privbench.audit(
+        attacks=["loss"], scorers=["logit-confidence"], workspace=tmp_path, targets=2, **SMALL
+    )
+    values = result.scorer_values("logit-confidence")
+    assert len(values) == 2 * 200 and set(values.target.tolist()) == {0, 1}
+    assert (values.member == result.attacks[0].scores.member).all()
+    from sklearn.metrics import roc_auc_score
+
+    auc = roc_auc_score(values.member, values.score)
+    assert abs(auc - result.scorers["logit-confidence"].membership_auc) < 1e-12
+    with pytest.raises(KeyError, match="no scorer 'hcr'"):
+        result.scorer_values("hcr")
+
+
+def test_a_run_recorded_before_the_redesign_loads_as_a_result(tmp_path):
+    import shutil
+
+    old = tmp_path / "20261201-070244-7465b8"
+    shutil.copytree(Path(__file__).parent / "data" / "run-before-redesign", old)
+    result = privbench.load_run(old)
+    record = json.loads((old / "results.json").read_text())
+    assert [a.name for a in result.attacks] == ["loss", "lira", "rmia"]
+    for attack, stored in zip(result.attacks, record["attacks"], strict=True):
+        assert attack.metrics.as_dict() == stored["metrics"] and attack.scores is None
+    assert result.memorization is not None and result.memorization.models == 4
+    assert result.utility.per_target == ()  # not recorded then
+    assert "loss" in str(result) and result.to_pandas().shape[0] == 3

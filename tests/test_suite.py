@@ -262,3 +262,22 @@ def test_where_the_data_lies_is_not_part_of_a_cell(tmp_path, monkeypatch):
     assert [cell.key for cell in here.cells] == [cell.key for cell in there.cells]
     assert {cell.spec.data_root for cell in there.cells} == {str(tmp_path / "elsewhere")}
     assert {cell.spec.data_root for cell in load_suite(suite).cells} == {str(tmp_path)}
+
+
+def test_a_suite_takes_a_preset_and_what_it_sets_wins(tmp_path):
+    from privbench import PrivbenchError
+    from privbench.bench.suite import load_suite
+    from privbench.plugins import get_registry
+
+    path = tmp_path / "preset.toml"
+    path.write_text(
+        '[suite]\nname = "p"\npreset = "quick"\nshadows = 5\npopulation = 60\n'
+        '[[datasets]]\nname = "digits"\n[[models]]\nname = "mlp"\n'
+        '[[defenses]]\nname = "none"\n[[attacks]]\nname = "loss"\n'
+    )
+    (cell,) = load_suite(path, get_registry(), check_data=False).cells
+    assert cell.spec.shadows == 5  # the suite's own value wins over the preset's 3
+    assert cell.spec.targets == 2 and cell.spec.recipe.epochs == 10  # the preset's
+    path.write_text(path.read_text().replace('"quick"', '"quik"'))
+    with pytest.raises(PrivbenchError, match=r"preset.toml:3: unknown preset 'quik'"):
+        load_suite(path, get_registry(), check_data=False)

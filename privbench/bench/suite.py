@@ -189,16 +189,16 @@ def load_suite(
         )
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
         raise SuiteError(f"{where('seeds')} seeds must be a list of integers")
-    bad = set(header) - _SPEC_FIELDS
-    if bad:
-        raise SuiteError(
-            f"{where(sorted(bad)[0])} unknown [suite] key '{sorted(bad)[0]}' "
-            f"(known: name, seeds, rank_by, {', '.join(sorted(_SPEC_FIELDS))})"
-        )
     preset = header.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         raise SuiteError(
             f"{where('preset')} unknown preset '{preset}' (presets: {', '.join(PRESETS)})"
+        )
+    bad = set(header) - _SPEC_FIELDS
+    if bad:
+        raise SuiteError(
+            f"{where(sorted(bad)[0])} unknown [suite] key '{sorted(bad)[0]}' "
+            f"(known: name, seeds, rank_by, preset, {', '.join(sorted(_SPEC_FIELDS))})"
         )
     recipe = data.get("recipe", {})
     bad = set(recipe) - set(RECIPE_PARAMETERS)

@@ -101,7 +101,7 @@ def scorer_report(
         values.append(value)
         member.append(pool.masks[t])
         lines.extend(
-            f"{pool.indices[i]},{int(population.y[i])},{t},{int(pool.masks[t][i])},{value[i]:.6g}"
+            f"{pool.indices[i]},{int(population.y[i])},{t},{int(pool.masks[t][i])},{float(value[i])!r}"
             for i in range(len(population))
         )
     value, is_member = np.concatenate(values), np.concatenate(member)

@@ -79,6 +79,24 @@ class AuditResult:
         known = ", ".join(a.name for a in self.attacks) or "none"
         raise KeyError(f"no attack '{name}' in run {self.run_id} (attacks: {known})")
 
+    def scorer_values(self, name: str) -> MembershipScores:
+        """Scorer *name*'s value on every (target, sample) of the run, read from its
+        ``scores-<name>.csv`` (as ``score``, beside ``member``, ``sample`` and ``target``)."""
+        if name not in self.scorers:
+            known = ", ".join(self.scorers) or "none"
+            raise KeyError(f"no scorer '{name}' in run {self.run_id} (scorers: {known})")
+        path = (self.path or Path(".")) / f"scores-{name}.csv"
+        try:
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        except (OSError, ValueError) as err:
+            raise PrivbenchError(f"cannot read {path}: {err}") from None
+        return MembershipScores(
+            score=table[:, 4],
+            member=table[:, 3].astype(bool),
+            sample=table[:, 0].astype(np.int64),
+            target=table[:, 2].astype(np.int64),
+        )
+
     @property
     def files(self) -> dict[str, Path]:
         """The run's files by name (those that exist)."""
