@@ -59,7 +59,11 @@ def ensemble_size(pool: Pool) -> int:
     return ENSEMBLE_SIZE if can_ensemble(models, data) is None else 1
 
 
-def _trainer(pool: Pool, index: int, callback: Callback, trained: _Trained | None):
+def _trainer(
+    pool: Pool, index: int, callback: Callback, trained: _Trained | None
+) -> StandardTrainer:
+    """Model *index*'s trainer: the recipe's, reporting its epochs; or, for a model an ensemble
+    already trained, one whose ``fit`` reports that training instead of repeating it."""
     options: dict[str, Any] = dict(
         seed=pool.seed_of(index), device=pool.components.device, reference=pool.reference
     )
