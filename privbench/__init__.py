@@ -14,7 +14,7 @@ Two audiences, one facade:
   :mod:`privbench.testing`.
 """
 
-from privbench.api import audit, load_run
+from privbench.api import audit, audit_outputs, load_run
 from privbench.engine.progress import Callback, PrintProgress
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.errors import (
@@ -84,6 +84,7 @@ __all__ = [
     "UnknownPluginError",
     "__version__",
     "audit",
+    "audit_outputs",
     "did_you_mean",
     "hookimpl",
     "load_run",

@@ -48,6 +48,8 @@ def audit(
     scorers: PluginArgument | Sequence[PluginArgument] | None = None,
     scorer_options: Mapping[str, Any] | None = None,
     preset: str | None = None,
+    target: str | os.PathLike[str] | None = None,
+    members: str | os.PathLike[str] | Sequence[int] | Sequence[bool] | None = None,
     shadows: int | None = None,
     targets: int | None = None,
     paired: bool | None = None,
@@ -80,6 +82,11 @@ def audit(
         ``model_options`` and ``dataset_options`` add to the options given with the plugin.
     :param scorers: per-sample statistics reported for members and non-members of the targets.
     :param preset: a paper's protocol (``curvature-clues``, ``quick``); what you give wins.
+    :param target: the weights (safetensors) of a model you trained elsewhere, whose
+        architecture is ``model``: it becomes the one target, and privbench trains only its
+        reference models (``shadows`` of them; none when no attack needs any).
+    :param members: the samples *target* trained on, as indices into the dataset's train split
+        or a boolean mask over it: a file (.npy, .csv, .txt) or an array.
     :param shadows: shadow models beside the target (7): the pool holds ``shadows + 1``.
     :param targets: how many models of the pool take a turn as target (all of them).
     :param paired: Curvature Clues' complementary Bernoulli keep-masks instead of halves.
@@ -121,3 +128,82 @@ def load_run(
     from privbench.results.runs import find_run
 
     return find_run(run, workspace_path(workspace))
+
+
+def audit_outputs(
+    *,
+    member: Any,
+    logits: Any = None,
+    probabilities: Any = None,
+    losses: Any = None,
+    labels: Any = None,
+    reference_logits: Any = None,
+    reference_probabilities: Any = None,
+    reference_losses: Any = None,
+    reference_keep: Any = None,
+    attacks: PluginArgument | Sequence[PluginArgument] | None = None,
+    attack_options: Mapping[str, Any] | None = None,
+    sample_ids: Any = None,
+    name: str = "outputs",
+    seed: int = 0,
+    workspace: str | os.PathLike[str] | None = None,
+    callback: Callback | Sequence[Callback] | None = None,
+    registry: Any = None,
+) -> AuditResult:
+    """Audit a model by its outputs alone (post hoc, black box), into the same result.
+
+    :param member: for each sample, whether the model trained on it (booleans or 0/1).
+    :param logits: ``N x C`` logits of the model on the samples; or ``probabilities`` (``N x
+        C``); or ``losses`` (``N`` per-sample cross-entropies, read as the two-class view
+        ``(p_y, 1 - p_y)``). Numpy arrays or torch tensors; exactly one of the three.
+    :param labels: each sample's class (not needed with ``losses``).
+    :param reference_logits: the same outputs of reference models trained on known halves
+        (``K x N x C``, or ``K x N`` losses), of the same kind as the target's, with
+        ``reference_keep`` (``K x N`` booleans: which samples each trained on).
+    :param attacks: as for :func:`audit`; by default every installed attack these outputs can
+        serve (logits access, no more reference models than given).
+    :param sample_ids: a stable id per sample (default ``0..N-1``), kept with the scores.
+    :param name: what the runs database and leaderboards call the data.
+    :returns: an :class:`privbench.AuditResult` like any audit's, written to the workspace.
+    """
+    from privbench.engine.outputs import audit_outputs as run
+    from privbench.engine.outputs import supported_attacks
+    from privbench.engine.settings import attack_choices
+    from privbench.errors import OptionError
+
+    registry = registry or get_registry()
+    given = {"logits": logits, "probabilities": probabilities, "losses": losses}
+    kinds = [kind for kind, value in given.items() if value is not None]
+    if len(kinds) != 1:
+        raise OptionError("give the target's logits, probabilities or losses (exactly one)")
+    kind = kinds[0]
+    reference = {"logits": reference_logits, "probabilities": reference_probabilities,
+                 "losses": reference_losses}  # fmt: skip
+    other = [k for k, v in reference.items() if v is not None and k != kind]
+    if other:
+        raise OptionError(f"the reference outputs are {other[0]} but the target's are {kind}")
+    if kind != "losses" and labels is None:
+        raise OptionError(f"{kind} need the samples' labels")
+    references = reference[kind]
+    count = 0 if references is None else len(references)
+    chosen = (
+        attack_choices(attacks, attack_options, registry)
+        if attacks is not None
+        else supported_attacks(registry, count)
+    )
+    return run(
+        registry=registry,
+        workspace=Workspace(workspace_path(workspace)),
+        kind=kind,
+        outputs=given[kind],
+        labels=labels if labels is not None else [0] * len(given[kind]),
+        member=member,
+        attacks=chosen,
+        reference=references,
+        reference_keep=reference_keep,
+        sample=sample_ids,
+        name=name,
+        seed=seed,
+        callback=as_callback(callback),
+        skip_unsupported=attacks is None,
+    )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import typer
 from rich.markup import escape
 
-from privbench.cli import bench, plugins, run
+from privbench.cli import bench, outputs, plugins, run
 from privbench.cli.common import console, err_console
 from privbench.errors import PrivbenchError
 from privbench.plugins import Registry, get_registry
@@ -54,6 +54,7 @@ def build_app(registry: Registry) -> typer.Typer:
         """How much does a trained image classifier leak about its training data?"""
 
     run.register(app, registry)
+    outputs.register(app, registry)
     bench.register(app, registry)
     plugins.register(app, registry)
     registry.call_register_commands(app)

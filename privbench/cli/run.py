@@ -96,7 +96,21 @@ def register(app: typer.Typer, registry: Registry) -> None:
         defense_opt: list[str] = typer.Option([], "--defense-opt", help="key=value"),
         model_opt: list[str] = typer.Option([], "--model-opt", help="key=value"),
         dataset_opt: list[str] = typer.Option([], "--dataset-opt", help="key=value"),
-        shadows: int = typer.Option(7, "--shadows", "-k", help="Shadow models beside the target."),
+        target: Path | None = typer.Option(
+            None,
+            "--target",
+            help="Audit a model you trained: its weights (.safetensors) for --model; privbench "
+            "then trains only reference models.",
+        ),
+        members: Path | None = typer.Option(
+            None,
+            "--members",
+            help="With --target: the train-split samples it trained on (.npy, .csv or .txt of "
+            "indices, or a 0/1 mask).",
+        ),
+        shadows: int = typer.Option(
+            7, "--shadows", "-k", help="Shadow (reference) models beside the target."
+        ),
         memorization: bool = typer.Option(
             False,
             "--memorization",

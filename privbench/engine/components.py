@@ -89,6 +89,26 @@ def _refuse_duplicates(kind: str, choices: tuple[PluginChoice, ...]) -> None:
         raise OptionError(f"{kind} '{duplicated[0]}' is given twice")
 
 
+def _check_target(spec: AuditSpec, reconstructions: list[Configured]) -> None:
+    """What a target the user brings needs, and what it rules out."""
+    assert spec.target is not None
+    weights = Path(spec.target.weights).expanduser()
+    if weights.suffix != ".safetensors":
+        raise OptionError(f"target weights {weights} must be a .safetensors file (never a pickle)")
+    if not weights.is_file():
+        raise OptionError(f"target weights {weights} do not exist")
+    if reconstructions:
+        raise OptionError(
+            f"attack '{reconstructions[0].name}' needs the target's initial weights, which a "
+            "model brought from elsewhere does not come with"
+        )
+    if spec.paired:
+        raise OptionError("--paired pairs each model with another of the pool; a target you "
+                          "bring has no partner: leave --paired out")  # fmt: skip
+    if spec.targets not in (None, 1):
+        raise OptionError("the model you bring is the one target: leave --targets out")
+
+
 def resolve(spec: AuditSpec, registry: Registry) -> Components:
     """*spec*'s plugins configured from *registry*; raises a one-line
     :class:`~privbench.errors.PrivbenchError` for anything the audit could not run with."""
@@ -116,6 +136,8 @@ def resolve(spec: AuditSpec, registry: Registry) -> Components:
             )
         attacks.append(attack)
     scorers = tuple(_configure(registry, "scorer", choice) for choice in spec.scorers)
+    if spec.target is not None:
+        _check_target(spec, reconstructions)
     if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
         raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
     return Components(

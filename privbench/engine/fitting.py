@@ -19,6 +19,7 @@ from privbench.engine.ensemble import TrainedByEnsemble, can_ensemble, fit_ensem
 from privbench.engine.pool import Pool
 from privbench.engine.progress import Callback
 from privbench.engine.store import Workspace
+from privbench.engine.target import load_target_weights
 from privbench.engine.training import StandardTrainer
 from privbench.plugins.interfaces import Model
 from privbench.version import __version__
@@ -159,6 +160,16 @@ def load_model(pool: Pool, workspace: Workspace, index: int) -> tuple[Model, dic
     return model, workspace.load_model(pool.keys[index], model)
 
 
+def load_external(pool: Pool) -> tuple[Model, dict[str, Any]]:
+    """The target the user brought, its weights loaded into the architecture it names (after
+    the defense's architecture changes, as its reference models get them)."""
+    model = pool.build_model(0)
+    target = pool.spec.target
+    assert target is not None
+    meta = load_target_weights(model, target, pool.dataset.num_classes)
+    return model, meta | {"members": int(pool.masks[0].sum()), "index": 0}
+
+
 def fit_pool(pool: Pool, workspace: Workspace, callback: Callback) -> FittedPool:
     """Train (or load) every model of the pool; each comes back released by the defense, on
     the audit's device, in eval mode."""
@@ -168,7 +179,9 @@ def fit_pool(pool: Pool, workspace: Workspace, callback: Callback) -> FittedPool
     models, metas = [], []
     defense = pool.components.defense.instance
     for index in range(len(pool)):
-        if index in missing:
+        if index == 0 and pool.external:
+            model, meta = load_external(pool)
+        elif index in missing:
             model, meta = _fit(pool, workspace, index, callback, ensembled.get(index))
         else:
             model, meta = load_model(pool, workspace, index)

@@ -19,6 +19,7 @@ from privbench.engine import splits
 from privbench.engine.components import Components
 from privbench.engine.spec import AuditSpec, recipe_identity
 from privbench.engine.store import STORE_FORMAT, Workspace, digest, tensor_digest
+from privbench.engine.target import member_mask, read_members
 from privbench.errors import OptionError, PrivbenchError
 from privbench.plugins.interfaces import LoadedDataset, Model, TensorData
 
@@ -33,10 +34,31 @@ def load_data(components: Components) -> tuple[LoadedDataset, TensorData, np.nda
             f"augment={spec.recipe.augment} mirrors images, which changes labels in "
             f"dataset '{spec.dataset.name}'; use --augment none or crop"
         )
-    indices = splits.population_indices(len(dataset.train), spec.population, spec.seed)
+    if spec.target is not None:
+        indices = _population_around(spec, read_members(spec.target.members, len(dataset.train)),
+                                     len(dataset.train))  # fmt: skip
+    else:
+        indices = splits.population_indices(len(dataset.train), spec.population, spec.seed)
     if len(indices) < 4:
         raise OptionError("the population needs at least 4 samples")
     return dataset, dataset.train.subset(indices), indices
+
+
+def _population_around(spec: AuditSpec, members: np.ndarray, split_size: int) -> np.ndarray:
+    """A target's population: all of the train split, or (``population``) its members and a
+    seeded draw of non-members to make up the size, so that reference models, each trained on
+    a half of it, see as many samples as the target did when the draw doubles its members."""
+    if spec.population is None or spec.population >= split_size:
+        return np.arange(split_size)
+    if spec.population <= len(members):
+        raise OptionError(
+            f"--population {spec.population} leaves no room for non-members beside the "
+            f"target's {len(members)} members: give more (twice as many is LiRA's game)"
+        )
+    others = np.setdiff1d(np.arange(split_size), members)
+    rng = np.random.default_rng(np.random.SeedSequence((spec.seed, 0x6F7468)))
+    drawn = rng.choice(others, size=spec.population - len(members), replace=False)
+    return np.sort(np.concatenate([members, drawn]))
 
 
 @attrs.define(eq=False)
@@ -56,7 +78,17 @@ class Pool:
         dataset, population, indices = load_data(components)
         spec = components.spec
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
+        if spec.target is not None:
+            # Model 0 is the user's: its mask is its member split; models 1.. are the
+            # reference models, on the same halves as in any other pool (so they are reused).
+            members = read_members(spec.target.members, len(dataset.train))
+            masks[0] = member_mask(members, indices)
         return cls(components, dataset, population, indices, masks)
+
+    @property
+    def external(self) -> bool:
+        """Model 0 is a target the user brought (never trained here)."""
+        return self.spec.target is not None
 
     @property
     def spec(self) -> AuditSpec:
@@ -88,9 +120,11 @@ class Pool:
 
     @cached_property
     def keys(self) -> list[str]:
-        """Each model's content address: everything that determines its training."""
+        """Each model's content address: everything that determines its training (for a
+        target the user brought: its weights, architecture and data, which its signals are
+        cached by)."""
         identity = self.components.identity
-        return [
+        keys = [
             digest(
                 {
                     "format": STORE_FORMAT,
@@ -105,10 +139,24 @@ class Pool:
             )
             for index, keep in enumerate(self.masks)
         ]
+        if self.spec.target is not None:
+            keys[0] = digest(
+                {
+                    "format": STORE_FORMAT,
+                    "external-target": self.spec.target.weights_digest(),
+                    "dataset": identity["dataset"],
+                    "population": self.population_digest,
+                    "model": identity["model"],
+                    "defense": identity["defense"],
+                }
+            )
+        return keys
 
     def missing(self, workspace: Workspace) -> list[int]:
-        """The models not yet in *workspace*'s store."""
-        return [index for index, key in enumerate(self.keys) if not workspace.has_model(key)]
+        """The models to train: those not yet in *workspace*'s store (a target the user
+        brought is never among them)."""
+        first = 1 if self.external else 0
+        return [i for i in range(first, len(self)) if not workspace.has_model(self.keys[i])]
 
     def members(self, index: int) -> TensorData:
         """Model *index*'s training set (its half of the population)."""

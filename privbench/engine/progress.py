@@ -116,7 +116,7 @@ class PrintProgress(Callback):
         self.models, self.ready = models, 0
         self._line(
             f"audit: {spec.dataset.name} / {spec.model.name} / defense {spec.defense.name}: "
-            f"{models} models ({missing} to train, {models - missing} stored)"
+            f"{models} models ({missing} to train, {models - missing} to load)"
         )
 
     def on_training_epoch(self, models: Sequence[int], epoch: int, epochs: int) -> None:
@@ -129,7 +129,7 @@ class PrintProgress(Callback):
 
     def on_model_ready(self, index: int, trained: bool) -> None:
         self.ready += 1
-        how = "trained and stored" if trained else "reused from the store"
+        how = "trained and stored" if trained else "loaded"
         self._line(f"model {index} {how} ({self.ready}/{self.models} ready)")
 
     def on_analysis_end(self, name: str, seconds: float) -> None:

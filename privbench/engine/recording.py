@@ -103,13 +103,18 @@ def assemble(
             seed=spec.seed,
             paired=spec.paired,
             device=str(components.device),
+            target=(
+                {k: metas[0][k] for k in ("weights", "sha256", "members")}
+                if spec.target is not None
+                else None
+            ),
         ),
         attacks=tuple(attacks),
         utility=utility,
         training=Training(
             models=len(metas),
             trained=trained,
-            reused=len(metas) - trained,
+            reused=len(metas) - trained - (spec.target is not None),
             seconds=training_seconds,
             target_meta=target_meta,
         ),

@@ -12,12 +12,15 @@ in a notebook) is registered for this process under its ``name``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 
 from privbench.engine.presets import get_preset
 from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.target import TargetSpec
 from privbench.errors import OptionError, did_you_mean
 from privbench.plugins import Kind, Registry
 from privbench.plugins.interfaces import TrainingRecipe
@@ -27,6 +30,8 @@ RECIPE_PARAMETERS = tuple(attrs.fields_dict(TrainingRecipe))
 SPEC_PARAMETERS = (
     "shadows", "targets", "population", "paired", "memorization", "seed", "data_root", "device"
 )  # fmt: skip
+TARGET_PARAMETERS = ("target", "members")
+"""A trained model the user brings: its weights file and the samples it trained on."""
 _PLUGINS: dict[str, tuple[Kind, str]] = {
     "attacks": ("attack", "attack_options"),
     "defense": ("defense", "defense_options"),
@@ -38,6 +43,7 @@ RUN_PARAMETERS = (
     *_PLUGINS,
     *(options for _, options in _PLUGINS.values()),
     *SPEC_PARAMETERS,
+    *TARGET_PARAMETERS,
     *RECIPE_PARAMETERS,
 )
 """Every parameter of an audit, named as ``privbench run``'s flags (``--batch-size`` ->
@@ -113,6 +119,14 @@ def distribute_options(
     return [PluginChoice(c.name, per_plugin[c.name]) for c in choices]
 
 
+def attack_choices(
+    attacks: Any, options: Mapping[str, Any] | None, registry: Registry
+) -> list[PluginChoice]:
+    """Attacks in any of the accepted forms, with ``attack_options`` spread over them."""
+    choices = _choices("attack", attacks, registry)
+    return distribute_options("attack", choices, options, registry) if options else choices
+
+
 def _fill(
     given: dict[str, Any], registry: Registry, preset: str | None, victim_settings: bool
 ) -> list[str]:
@@ -147,6 +161,36 @@ def _fill(
     return notes
 
 
+def _target(given: dict[str, Any], registry: Registry, notes: list[str]) -> TargetSpec | None:
+    """The target the user brings, if any; with one and no attack that needs reference models,
+    none are trained unless ``shadows`` says otherwise."""
+    weights, members = given.get("target"), given.get("members")
+    if weights is None and members is None:
+        return None
+    if weights is None:
+        raise OptionError("--members says which samples a target trained on: give --target too")
+    if members is None:
+        raise OptionError("give the samples your target trained on: --members FILE")
+    if isinstance(members, Path):
+        members = str(members)
+    if not isinstance(members, str):  # indices or a mask, as an array or a sequence
+        members = tuple(np.asarray(members).reshape(-1).tolist())
+    target = TargetSpec(str(Path(weights).expanduser()), members)
+    attacks = given.get("attacks") or list(attrs.fields_dict(AuditSpec)["attacks"].default)
+    needed = max(
+        getattr(registry.create("attack", a.name, a.options), "min_shadows", 0) for a in attacks
+    )
+    if "shadows" not in given and needed == 0:
+        given["shadows"] = 0
+        notes.append("no attack given needs reference models: none are trained (--shadows 0)")
+    elif given.get("shadows") != 0:
+        notes.append(
+            "reference models are trained here by the recipe given (--epochs, --lr, ...): attacks "
+            "that use them are only as good as its match to how your target was trained"
+        )
+    return target
+
+
 def build_spec(
     registry: Registry,
     *,
@@ -164,8 +208,9 @@ def build_spec(
     given = {k: v for k, v in parameters.items() if v is not None}
     if "attacks" in given:
         given["attacks"] = _choices("attack", given["attacks"], registry)
-    notes = _fill(given, registry, preset, victim_settings)
-    fields: dict[str, Any] = {}
+    target = _target(given, registry, notes := [])
+    notes += _fill(given, registry, preset, victim_settings)
+    fields: dict[str, Any] = {"target": target}
     defaults = attrs.fields_dict(AuditSpec)
     for parameter, (kind, options_parameter) in _PLUGINS.items():
         options = given.get(options_parameter) or {}

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from privbench.engine.target import TargetSpec
 from privbench.plugins.interfaces import TrainingRecipe
 
 
@@ -54,6 +55,9 @@ class AuditSpec:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
+    target: TargetSpec | None = None
+    """A trained model the user brings (weights and member split): the one target, audited
+    with ``shadows`` reference models that privbench trains; None: privbench trains them all."""
 
     @property
     def pool_size(self) -> int:
@@ -61,7 +65,9 @@ class AuditSpec:
 
     @property
     def target_count(self) -> int:
-        """How many models take a turn as target."""
+        """How many models take a turn as target (the user's model alone, if one is given)."""
+        if self.target is not None:
+            return 1
         return self.targets if self.targets is not None else self.pool_size
 
 

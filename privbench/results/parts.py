@@ -21,6 +21,7 @@ from privbench.plugins.interfaces import TrainingRecipe
 # report (accountant epsilon, synthetic-image similarity, teacher accuracy, ...).
 TRAINING_BOOKKEEPING = frozenset(
     {"device", "ensemble", "final_train_loss", "privbench", "train_seconds", "index", "members"}
+    | {"external", "weights", "sha256", "outputs"}  # what a target the user brought records
 )
 
 
@@ -60,13 +61,19 @@ class RunSpec:
     seed: int
     paired: bool = False
     device: str = "cpu"
+    target: dict[str, Any] | None = None
+    """The trained model the user brought (``weights``, ``sha256``, ``members``), audited with
+    ``shadows`` reference models; None when privbench trained the whole pool."""
 
     @property
     def models(self) -> int:
         return self.shadows + 1
 
     def to_record(self) -> dict[str, Any]:
-        return attrs.asdict(self, recurse=True)
+        record = attrs.asdict(self, recurse=True)
+        if record["target"] is None:
+            del record["target"]
+        return record
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> RunSpec:
@@ -84,6 +91,7 @@ class RunSpec:
             seed=record["seed"],
             paired=record.get("paired", False),
             device=record.get("device", "cpu"),
+            target=record.get("target"),
         )
 
 
@@ -239,7 +247,8 @@ class Utility:
 
 @attrs.frozen
 class Training:
-    """How the pool came to be: models in all, trained now, reused from the store."""
+    """How the pool came to be: models in all, trained now, reused from the store (a target the
+    user brought is neither trained nor reused)."""
 
     models: int
     trained: int

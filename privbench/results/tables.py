@@ -30,6 +30,12 @@ def format_metric(value: Any) -> str:
 
 def run_title(result: AuditResult) -> str:
     spec = result.spec
+    if spec.target is not None:
+        return (
+            f"{spec.dataset.name} · {spec.model.name} · defense {spec.defense.name}"
+            f" · your target ({spec.target['members']} members) + {spec.shadows} reference"
+            f" model(s) x {spec.population} samples"
+        )
     return (
         f"{spec.dataset.name} · {spec.model.name} · defense {spec.defense.name}"
         f" · {spec.models} models, {spec.targets} target(s) x {spec.population} samples"
@@ -40,9 +46,16 @@ def utility_line(result: AuditResult) -> str:
     u, training = result.utility, result.training
     together = training.target_meta.get("ensemble")
     how = f" ({together} at once)" if together and training.trained else ""
+    if "outputs" in training.target_meta:
+        return (
+            f"target accuracy on members {u.train_accuracy:.3f}, on non-members "
+            f"{u.test_accuracy:.3f} · outputs of {result.spec.shadows} reference model(s) given; "
+            "no model trained"
+        )
+    which = "reference models" if result.spec.target is not None else "models"
     return (
         f"target accuracy: train {u.train_accuracy:.3f}, test {u.test_accuracy:.3f} · "
-        f"models trained {training.trained}{how}, reused {training.reused}"
+        f"{which} trained {training.trained}{how}, reused {training.reused}"
     )
 
 
