@@ -55,6 +55,7 @@ def audit(
     paired: bool | None = None,
     population: int | None = None,
     memorization: bool | None = None,
+    slices: Sequence[str] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     optimizer: str | None = None,
@@ -92,6 +93,8 @@ def audit(
     :param paired: Curvature Clues' complementary Bernoulli keep-masks instead of halves.
     :param population: samples drawn from the train split (all of it).
     :param memorization: also estimate each sample's Feldman-Zhang memorization.
+    :param slices: also report every attack per slice of the samples: ``class``, ``correct``
+        (whether the target classified the sample correctly), ``FILE.csv:COLUMN``.
     :param epochs: and ``batch_size``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
         ``augment``, ``loss``, ``schedule``: the training recipe of every model.
     :param seed: the seed of the population, the masks and every model's training (0).

@@ -111,6 +111,12 @@ def register(app: typer.Typer, registry: Registry) -> None:
         shadows: int = typer.Option(
             7, "--shadows", "-k", help="Shadow (reference) models beside the target."
         ),
+        slices: list[str] = typer.Option(
+            [],
+            "--slice",
+            help="Also report every attack per slice: class, correct (the target's prediction), "
+            "or FILE.csv:COLUMN (rows keyed by sample); repeatable.",
+        ),
         memorization: bool = typer.Option(
             False,
             "--memorization",

@@ -9,11 +9,12 @@ wherever those signals were computed (here, in a suite's scoring pass, or by ano
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from privbench.analysis.metrics import compute_metrics, roc, roc_points
+from privbench.analysis.slices import slice_metrics
 from privbench.engine.components import Configured
 from privbench.engine.fitting import FittedPool
 from privbench.engine.pool import Pool
@@ -52,10 +53,28 @@ def spread(per_target: Sequence[dict[str, float]]) -> Spread:
     )
 
 
+VULNERABLE = 16
+"""How many of the members an attack was surest of a result lists."""
+
+
+def most_vulnerable(scores: MembershipScores, count: int = VULNERABLE) -> tuple[int, ...]:
+    """The sample ids of the members with the highest scores (each sample once)."""
+    order = np.argsort(-scores.score[scores.member], kind="stable")
+    ids = scores.sample[scores.member][order]
+    _, first = np.unique(ids, return_index=True)
+    return tuple(int(i) for i in ids[np.sort(first)][:count])
+
+
 def run_attack(
-    pool: Pool, fitted: FittedPool, cache: SignalCache, attack: Configured, callback: Callback
+    pool: Pool,
+    fitted: FittedPool,
+    cache: SignalCache,
+    attack: Configured,
+    callback: Callback,
+    groups: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[AttackResult, tuple[np.ndarray, np.ndarray]]:
-    """One membership attack against every target; its result and its full ROC (fpr, tpr)."""
+    """One membership attack against every target; its result and its full ROC (fpr, tpr).
+    *groups* (slice -> a group per pooled entry) adds its metrics per slice."""
     started = time.perf_counter()
     computed_before = cache.workspace.compute_seconds
     targets = pool.targets
@@ -83,6 +102,12 @@ def run_attack(
         # Its cost from scratch: its own work plus every signal it reads, minus what it
         # computed itself (already in its wall time).
         seconds += signal_seconds - (cache.workspace.compute_seconds - computed_before)
+    entries = MembershipScores(
+        score=all_scores,
+        member=all_truth,
+        sample=np.tile(pool.indices, len(targets)).astype(np.int64),
+        target=np.repeat(np.asarray(targets, dtype=np.int64), len(pool.population)),
+    )
     result = AttackResult(
         name=attack.name,
         access=attack.access_label,
@@ -92,12 +117,9 @@ def run_attack(
         seconds=seconds,
         signal_seconds=signal_seconds or 0.0,
         roc=Roc.of(roc_points(fpr, tpr)),
-        scores=MembershipScores(
-            score=all_scores,
-            member=all_truth,
-            sample=np.tile(pool.indices, len(targets)).astype(np.int64),
-            target=np.repeat(np.asarray(targets, dtype=np.int64), len(pool.population)),
-        ),
+        scores=entries,
+        slices=slice_metrics(all_scores, all_truth, groups or {}),
+        vulnerable=most_vulnerable(entries),
     )
     callback.on_attack_end(attack.name, metrics.auc, seconds)
     return result, (fpr, tpr)

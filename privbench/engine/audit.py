@@ -19,6 +19,7 @@ from privbench.engine.components import Components, resolve
 from privbench.engine.pool import Pool
 from privbench.engine.progress import Callback
 from privbench.engine.signals import SignalCache
+from privbench.engine.slicing import slice_groups
 from privbench.engine.spec import AuditSpec
 from privbench.engine.store import Workspace
 from privbench.plugins import Registry, get_registry
@@ -57,6 +58,19 @@ def score_model(
     model, _ = fitting.load_model(pool, workspace, index)
     released = pool.components.defense.instance.release(model.to(pool.components.device).eval())
     SignalCache(pool, workspace).compute(index, released, wanted, target)
+
+
+def _vulnerable_grid(pool: Pool, result: Any) -> Callable[[Any], None]:
+    """Writes the images of the members *result*'s attack was surest of, under their ids."""
+    position = {int(sample): k for k, sample in enumerate(pool.indices)}
+    chosen = [position[sample] for sample in result.vulnerable]
+
+    def write(path: Any) -> None:
+        from privbench.results.plots import save_images  # matplotlib on use
+
+        save_images(pool.population.x[chosen], path, titles=[f"#{s}" for s in result.vulnerable])
+
+    return write
 
 
 def run_audit(
@@ -100,11 +114,16 @@ def run_audit(
         scorers[scorer.name], tables[f"scores-{scorer.name}.csv"] = analysis(
             f"scorer {scorer.name}", analyses.scorer_report, scorer, dict(choice.options)
         )
+    groups = slice_groups(components.spec.slices, pool, fitted.models, cache)
     results, curves = [], {}
     for attack in components.attacks:
-        result, curves[attack.name] = attacks.run_attack(pool, fitted, cache, attack, callback)
+        result, curves[attack.name] = attacks.run_attack(
+            pool, fitted, cache, attack, callback, groups
+        )
         results.append(result)
     artifacts: reconstruct.Artifacts = {}
+    for result in results:
+        artifacts[f"vulnerable-{result.name}.png"] = _vulnerable_grid(pool, result)
     reconstructions = []
     if components.reconstructions:
         reconstructions = analysis("reconstruction", reconstruct.reconstruct, artifacts)
@@ -121,6 +140,8 @@ def run_audit(
         memorization=memorization,
         reconstructions=reconstructions,
         notes=notes,
+        num_classes=pool.dataset.num_classes,
+        references=len(pool.shadows_of(pool.targets[0])),
     )
     recording.write(workspace, result, curves, tables, artifacts)
     if insert:

@@ -12,6 +12,7 @@ import attrs
 import torch
 
 from privbench.engine import splits
+from privbench.engine.slicing import check_slices
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import file_digest
 from privbench.engine.training import resolve_device
@@ -136,6 +137,7 @@ def resolve(spec: AuditSpec, registry: Registry) -> Components:
             )
         attacks.append(attack)
     scorers = tuple(_configure(registry, "scorer", choice) for choice in spec.scorers)
+    check_slices(spec.slices)
     if spec.target is not None:
         _check_target(spec, reconstructions)
     if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:

@@ -276,6 +276,8 @@ def audit_outputs(
         memorization=None,
         reconstructions=(),
         notes=notes,
+        num_classes=classes if kind != "losses" else 0,
+        references=len(tables) - 1,
     )
     recording.write(workspace, result, curves, {}, {})
     if insert:

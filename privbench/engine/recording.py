@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from privbench.analysis.theory import theoretical_maximum
+from privbench.engine.caveats import caveats
 from privbench.engine.components import Components
 from privbench.engine.store import Workspace
 from privbench.results.db import ResultsDB
@@ -78,6 +79,8 @@ def assemble(
     memorization: MemorizationSummary | None,
     reconstructions: Sequence[ReconstructionResult],
     notes: Sequence[str] = (),
+    num_classes: int = 0,
+    references: int = 0,
 ) -> AuditResult:
     spec = components.spec
     run_id, created_at = new_run_id()
@@ -89,6 +92,9 @@ def assemble(
             float(target_meta["epsilon"]), float(target_meta.get("delta", 0.0))
         )
     identity = components.identity
+    paper_references = {
+        a.name: getattr(a.instance, "paper_reference_models", 0) for a in components.attacks
+    }
     return AuditResult(
         run_id=run_id,
         created_at=created_at,
@@ -125,6 +131,7 @@ def assemble(
         environment=environment(components),
         seconds=seconds,
         notes=tuple(notes),
+        warnings=caveats(attacks, utility, num_classes, references, paper_references),
     )
 
 

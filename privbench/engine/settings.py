@@ -28,7 +28,8 @@ from privbench.plugins.options import config_dict, configure, convert, option_fi
 
 RECIPE_PARAMETERS = tuple(attrs.fields_dict(TrainingRecipe))
 SPEC_PARAMETERS = (
-    "shadows", "targets", "population", "paired", "memorization", "seed", "data_root", "device"
+    "shadows", "targets", "population", "paired", "memorization", "seed", "data_root", "device",
+    "slices",
 )  # fmt: skip
 TARGET_PARAMETERS = ("target", "members")
 """A trained model the user brings: its weights file and the samples it trained on."""

@@ -55,6 +55,9 @@ class AuditSpec:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
+    slices: tuple[str, ...] = ()
+    """Report every attack's metrics per slice too: ``class``, ``correct`` (whether the target
+    classified the sample correctly), or ``FILE.csv:COLUMN`` (a group per sample id)."""
     target: TargetSpec | None = None
     """A trained model the user brings (weights and member split): the one target, audited
     with ``shadows`` reference models that privbench trains; None: privbench trains them all."""

@@ -74,6 +74,16 @@ CREATE TABLE IF NOT EXISTS reconstructions (
     seconds REAL,
     PRIMARY KEY (run_id, attack)
 );
+CREATE TABLE IF NOT EXISTS slices (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    attack TEXT NOT NULL,
+    slice TEXT NOT NULL,
+    value TEXT NOT NULL,
+    members INTEGER NOT NULL,
+    non_members INTEGER NOT NULL,
+    {", ".join(f"{c} REAL" for c in METRIC_COLUMNS)},
+    PRIMARY KEY (run_id, attack, slice, value)
+);
 CREATE TABLE IF NOT EXISTS suite_cells (
     suite TEXT NOT NULL,
     cell TEXT NOT NULL,
@@ -150,6 +160,23 @@ class ResultsDB:
                     attack["seconds"],
                 ),
             )
+
+        for attack in record["attacks"]:
+            for part in attack.get("slices", ()):
+                metrics = part["metrics"] or {}
+                self.connection.execute(
+                    f"INSERT INTO slices (run_id, attack, slice, value, members, non_members, "
+                    f"{_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, {_PLACEHOLDERS})",
+                    (
+                        record["run_id"],
+                        attack["name"],
+                        part["slice"],
+                        part["value"],
+                        part["members"],
+                        part["non_members"],
+                        *(metrics.get(c) for c in METRIC_COLUMNS),
+                    ),
+                )
 
         for summary in record.get("reconstructions", []):
             metrics = summary["metrics"]

@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 
 from privbench.analysis.metrics import AttackMetrics
+from privbench.analysis.slices import SliceResult
 from privbench.plugins.interfaces import TrainingRecipe
 
 # What every trainer records about itself; the rest of a target's metadata is the defense's own
@@ -176,6 +177,10 @@ class AttackResult:
     roc: Roc | None = None
     scores: MembershipScores | None = None
     """Per-sample scores (None for runs recorded before they were kept)."""
+    slices: tuple[SliceResult, ...] = ()
+    """Its metrics per slice of the samples (by class, by correct classification, ...)."""
+    vulnerable: tuple[int, ...] = ()
+    """The members it was surest of, most vulnerable first: their sample ids."""
 
     @property
     def epsilon(self) -> EpsilonBound:
@@ -191,6 +196,8 @@ class AttackResult:
             "seconds": self.seconds,
             "signal_seconds": self.signal_seconds,
             **({"roc": self.roc.to_record()} if self.roc is not None else {}),
+            **({"slices": [s.to_record() for s in self.slices]} if self.slices else {}),
+            **({"vulnerable": list(self.vulnerable)} if self.vulnerable else {}),
         }
 
     @classmethod
@@ -210,6 +217,8 @@ class AttackResult:
             signal_seconds=record.get("signal_seconds", 0.0),
             roc=Roc.of(record["roc"]) if record.get("roc") else None,
             scores=scores,
+            slices=tuple(SliceResult.of(s) for s in record.get("slices", ())),
+            vulnerable=tuple(record.get("vulnerable", ())),
         )
 
 

@@ -1,13 +1,15 @@
 """Plots: log-log ROC curves, as LiRA reports them (Carlini et al. 2022), for a run's
-``roc.png`` and a leaderboard's inline SVGs."""
+``roc.png`` and a leaderboard's inline SVGs; and image grids (a run's most vulnerable
+samples)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
@@ -61,4 +63,28 @@ def plot_roc(
 ) -> None:
     """:func:`roc_figure` saved as a PNG, atomically (a run's ``roc.png``)."""
     figure = roc_figure(curves, title=title)
+    atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))
+
+
+def save_images(
+    images: torch.Tensor, path: str | os.PathLike[str], *, titles: Sequence[str] = (),
+    columns: int = 8,
+) -> None:  # fmt: skip
+    """Images in [0, 1] (``K x C x H x W``) as a PNG grid, each under its title, atomically (a
+    run's most vulnerable samples)."""
+    images = images.detach().float().cpu().clamp(0, 1)
+    columns = max(1, min(columns, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    figure = Figure(figsize=(1.3 * columns, 1.5 * rows), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, image in enumerate(images):
+        ax = axes.flat[k]
+        shown = image.permute(1, 2, 0).numpy()
+        ax.imshow(shown[..., 0] if shown.shape[-1] == 1 else shown, cmap="gray", vmin=0, vmax=1)
+        if k < len(titles):
+            ax.set_title(titles[k], fontsize=7)
+    figure.tight_layout()
     atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))

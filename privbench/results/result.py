@@ -64,6 +64,8 @@ class AuditResult:
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
     """Settings filled in for the caller (a preset, an attack's victim setting)."""
+    warnings: tuple[str, ...] = ()
+    """Numbers that cannot be trusted as they read, and why (:mod:`privbench.engine.caveats`)."""
     path: Path | None = None
     """The run's folder (``results.json``, plots, CSVs)."""
     scores_digest: str | None = None
@@ -171,6 +173,8 @@ class AuditResult:
             record["reconstructions"] = [r.to_record() for r in self.reconstructions]
         if self.notes:
             record["notes"] = list(self.notes)
+        if self.warnings:
+            record["warnings"] = list(self.warnings)
         if self.scores_digest is not None:
             record["scores"] = {"file": SCORES_FILE, "sha256": self.scores_digest}
         return record
@@ -206,6 +210,7 @@ class AuditResult:
                 environment=dict(record.get("environment", {})),
                 seconds=record.get("seconds", 0.0),
                 notes=tuple(record.get("notes", ())),
+                warnings=tuple(record.get("warnings", ())),
                 path=path,
                 scores_digest=record.get("scores", {}).get("sha256"),
             )

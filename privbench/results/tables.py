@@ -95,6 +95,25 @@ def attacks_table(result: AuditResult) -> Table:
     return table
 
 
+def slices_table(result: AuditResult) -> Table | None:
+    """Each attack's metrics per slice, where the run sliced its samples."""
+    if not any(attack.slices for attack in result.attacks):
+        return None
+    table = Table(title="per slice", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("attack", "slice", "members", "non-members", "AUC", "TPR@1%FPR", "bal.acc",
+                   "ε≥ (95%)"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("attack", "slice") else "right")
+    for attack in result.attacks:
+        for part in attack.slices:
+            m = part.metrics
+            shown = () if m is None else (m.auc, m.tpr_at_1_fpr, m.balanced_accuracy,
+                                          m.epsilon_lower)  # fmt: skip
+            numbers = tuple(map(format_metric, shown)) if shown else ("-",) * 4
+            table.add_row(attack.name, f"{part.slice} {part.value}", str(part.members),
+                          str(part.non_members), *numbers)  # fmt: skip
+    return table
+
+
 def dp_bound_line(result: AuditResult) -> str | None:
     bound = result.dp_bound
     if bound is None:
@@ -195,6 +214,10 @@ def report(result: AuditResult) -> list[RenderableType]:
         out.append(attacks_table(result))
     else:
         out += [run_title(result), utility_line(result)]
+    sliced = slices_table(result)
+    if sliced is not None:
+        out.append(sliced)
+    out += [f"warning: {warning}" for warning in result.warnings]
     if result.scorers:
         out.append(scorers_table(result))
         if folder is not None:

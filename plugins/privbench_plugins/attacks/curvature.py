@@ -64,6 +64,9 @@ class CurvatureAttack:
         "Ravikumar et al. 2024 (Curvature Clues): per-sample Gaussian LR of log input curvature"
     )
     min_shadows: ClassVar[int] = 2
+    paper_reference_models: ClassVar[int] = 63
+    """Curvature Clues (Sec. 5) trains 64 models, so each target has 63 others (62 shadows
+    with paired masks); fewer gives a warning beside the results."""
 
     variant: Literal["lr", "nll"] = "lr"
     """The score: ``lr``, a likelihood ratio, or ``nll``, a difference of log-likelihoods.

@@ -93,6 +93,9 @@ class LiRA:
         "Carlini et al. 2022 likelihood-ratio attack on logit-scaled confidence, shadow Gaussians"
     )
     access: ClassVar[Access] = Access.LOGITS
+    paper_reference_models: ClassVar[int] = 64
+    """Carlini et al. report the online attack near its best from 64 shadow models on (their
+    study of the number of shadow models); fewer gives a warning beside the results."""
 
     variant: Literal["online", "offline"] = "online"
     """``online``: IN and OUT Gaussians; ``offline``: one-sided test against OUT only."""
