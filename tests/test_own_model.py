@@ -239,3 +239,53 @@ def test_weights_that_do_not_fit_name_what_does_not(own, digits, tmp_path, capsy
         assert code == 2 and message in err, (flags, err)
     code, _, err = run_cli(capsys, "run", "--target", str(own["weights"]), "--model", "mlp")
     assert code == 2 and "--members FILE" in err
+
+
+def test_an_imagefolder_target_takes_its_members_by_file_path(tmp_path):
+    """Members listed as the images' paths under the data root; results keep the names."""
+    from PIL import Image
+    from privbench_plugins.datasets.torchvision_datasets import ImageFolder
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8) // (2 if label == "a" else 1)
+            Image.fromarray(pixels).save(tmp_path / "data" / label / f"{i}.png")
+    data = ImageFolder(image_size=8, grayscale=True).load(str(tmp_path / "data"))
+    names = data.train_names
+    assert names is not None and len(names) == len(data.train) == 32
+    chosen = np.sort(np.random.default_rng(1).permutation(32)[:16])
+    (tmp_path / "members.txt").write_text("\n".join(names[i] for i in chosen) + "\n")
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    torch.manual_seed(0)
+    net = MLP().create((1, 8, 8), 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(50):
+        loss = torch.nn.functional.cross_entropy(
+            net((data.train.x[chosen] - mean) / std), data.train.y[chosen]
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()},
+              str(tmp_path / "net.safetensors"))  # fmt: skip
+    result = privbench.audit(
+        target=tmp_path / "net.safetensors", members=str(tmp_path / "members.txt"),
+        model="mlp", dataset=("imagefolder", {"image_size": 8, "grayscale": True}),
+        data_root=str(tmp_path / "data"), attacks=["loss"], workspace=tmp_path / "ws",
+    )  # fmt: skip
+    assert result.spec.target["members"] == 16
+    scores = result.attack("loss").scores
+    assert {result.sample_names[int(s)] for s in scores.sample[scores.member]} == {
+        names[i] for i in chosen
+    }
+    assert privbench.load_run(result.path).sample_names == result.sample_names
+    (tmp_path / "bad.txt").write_text("a/nothere.png\n")
+    with pytest.raises(privbench.PrivbenchError, match=r"'a/nothere\.png' is not a sample"):
+        privbench.audit(
+            target=tmp_path / "net.safetensors", members=str(tmp_path / "bad.txt"), model="mlp",
+            dataset=("imagefolder", {"image_size": 8, "grayscale": True}),
+            data_root=str(tmp_path / "data"), attacks=["loss"], workspace=tmp_path / "ws",
+        )  # fmt: skip

@@ -142,6 +142,11 @@ def run_audit(
         notes=notes,
         num_classes=pool.dataset.num_classes,
         references=len(pool.shadows_of(pool.targets[0])),
+        sample_names=(
+            {int(i): pool.dataset.train_names[i] for i in pool.indices}
+            if pool.dataset.train_names is not None
+            else None
+        ),
     )
     recording.write(workspace, result, curves, tables, artifacts)
     if insert:

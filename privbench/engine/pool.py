@@ -35,8 +35,8 @@ def load_data(components: Components) -> tuple[LoadedDataset, TensorData, np.nda
             f"dataset '{spec.dataset.name}'; use --augment none or crop"
         )
     if spec.target is not None:
-        indices = _population_around(spec, read_members(spec.target.members, len(dataset.train)),
-                                     len(dataset.train))  # fmt: skip
+        members = read_members(spec.target.members, len(dataset.train), dataset.train_names)
+        indices = _population_around(spec, members, len(dataset.train))
     else:
         indices = splits.population_indices(len(dataset.train), spec.population, spec.seed)
     if len(indices) < 4:
@@ -81,7 +81,7 @@ class Pool:
         if spec.target is not None:
             # Model 0 is the user's: its mask is its member split; models 1.. are the
             # reference models, on the same halves as in any other pool (so they are reused).
-            members = read_members(spec.target.members, len(dataset.train))
+            members = read_members(spec.target.members, len(dataset.train), dataset.train_names)
             masks[0] = member_mask(members, indices)
         return cls(components, dataset, population, indices, masks)
 

@@ -81,6 +81,7 @@ def assemble(
     notes: Sequence[str] = (),
     num_classes: int = 0,
     references: int = 0,
+    sample_names: Mapping[int, str] | None = None,
 ) -> AuditResult:
     spec = components.spec
     run_id, created_at = new_run_id()
@@ -132,6 +133,7 @@ def assemble(
         seconds=seconds,
         notes=tuple(notes),
         warnings=caveats(attacks, utility, num_classes, references, paper_references),
+        sample_names=dict(sample_names) if sample_names else None,
     )
 
 

@@ -4,8 +4,9 @@ first tensor that does not fit is named) and its member split is read and checke
 then trains only the reference models, never the target.
 
 Member files name samples of the dataset's train split: indices (one per line in .txt or .csv,
-or an integer .npy array) or a boolean mask over the whole split (a boolean .npy array, or a
-.txt / .csv of 0/1 or true/false with one line per sample).
+or an integer .npy array), a boolean mask over the whole split (a boolean .npy array, or a
+.txt / .csv of 0/1 or true/false with one line per sample), or, for data whose samples have
+names (ImageFolder: each image's path under the data root), one name per line.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class TargetSpec:
             raise OptionError(f"cannot read target weights {path}: {err.strerror or err}") from None
 
 
-def _text_values(path: Path) -> list[str]:
+def _text_values(path: Path, named: bool = False) -> list[str]:
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
@@ -52,14 +53,15 @@ def _text_values(path: Path) -> list[str]:
     for line in text.splitlines():
         cells = [c.strip() for c in line.split(",") if c.strip()]
         values += cells
-    if values and not values[0].lstrip("-").isdigit() and values[0].lower() not in (
-        "true", "false"
-    ):  # fmt: skip
-        values = values[1:]  # a header line
+    first = values[0] if values else ""
+    # A sample's name has a folder or an extension; anything else that is no value is a header.
+    is_value = first.lstrip("-").isdigit() or first.lower() in ("true", "false")
+    if values and not is_value and not (named and ("/" in first or "." in first)):
+        values = values[1:]
     return values
 
 
-def _from_file(path: Path, split_size: int) -> np.ndarray:
+def _from_file(path: Path, split_size: int, names: Sequence[str] | None) -> np.ndarray:
     if path.suffix not in MEMBER_FORMATS:
         raise OptionError(
             f"member file {path}: unknown format '{path.suffix}' (use {', '.join(MEMBER_FORMATS)})"
@@ -72,7 +74,13 @@ def _from_file(path: Path, split_size: int) -> np.ndarray:
         except (OSError, ValueError) as err:
             raise OptionError(f"member file {path} is not a readable .npy array: {err}") from None
         return _as_indices(array, split_size, str(path))
-    values = _text_values(path)
+    values = _text_values(path, named=names is not None)
+    if names is not None and values and not values[0].lstrip("-").isdigit():
+        index = {name: k for k, name in enumerate(names)}
+        unknown = next((v for v in values if v not in index), None)
+        if unknown is not None:
+            raise OptionError(f"member file {path}: '{unknown}' is not a sample of the train split")
+        return _as_indices(np.array([index[v] for v in values]), split_size, str(path))
     lowered = [v.lower() for v in values]
     if values and set(lowered) <= {"true", "false"}:
         return _as_indices(np.array([v == "true" for v in lowered]), split_size, str(path))
@@ -112,10 +120,13 @@ def _as_indices(array: np.ndarray, split_size: int, what: str) -> np.ndarray:
     return unique.astype(np.int64)
 
 
-def read_members(members: str | Sequence[int], split_size: int) -> np.ndarray:
-    """The sorted train-split indices of the target's members, checked."""
+def read_members(
+    members: str | Sequence[int], split_size: int, names: Sequence[str] | None = None
+) -> np.ndarray:
+    """The sorted train-split indices of the target's members, checked (*names*: the train
+    samples' names, where the dataset has them)."""
     if isinstance(members, str):
-        return _from_file(Path(members).expanduser(), split_size)
+        return _from_file(Path(members).expanduser(), split_size, names)
     return _as_indices(np.asarray(members), split_size, "members")
 
 

@@ -26,9 +26,11 @@ def loaded_dataset(
     num_classes: int,
     *,
     hflip_preserves_label: bool = True,
+    train_names: tuple[str, ...] | None = None,
 ) -> LoadedDataset:
     """A :class:`~privbench.LoadedDataset` of the two splits, normalised by the train split's
-    :func:`channel_stats` (the test split never shapes the model)."""
+    :func:`channel_stats` (the test split never shapes the model); *train_names*: a stable name
+    per train sample (a file path), where the data has one."""
     mean, std = channel_stats(train.x)
     return LoadedDataset(
         train=train,
@@ -37,4 +39,5 @@ def loaded_dataset(
         mean=mean,
         std=std,
         hflip_preserves_label=hflip_preserves_label,
+        train_names=train_names,
     )

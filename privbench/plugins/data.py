@@ -51,6 +51,15 @@ class LoadedDataset:
     std: tuple[float, ...]
     hflip_preserves_label: bool = True
     """False where mirroring changes the class (digits): the trainer then never flips."""
+    train_names: tuple[str, ...] | None = None
+    """A stable name per train-split sample where the data has one (ImageFolder: the image's
+    path under the data root): member files may list samples by it, and results keep it."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.train_names is not None and len(self.train_names) != len(self.train):
+            raise ValueError(
+                f"{len(self.train_names)} train_names for {len(self.train)} train samples"
+            )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -66,6 +66,8 @@ class AuditResult:
     """Settings filled in for the caller (a preset, an attack's victim setting)."""
     warnings: tuple[str, ...] = ()
     """Numbers that cannot be trusted as they read, and why (:mod:`privbench.engine.caveats`)."""
+    sample_names: dict[int, str] | None = None
+    """Each sample id's stable name, where the data has one (ImageFolder: the image's path)."""
     path: Path | None = None
     """The run's folder (``results.json``, plots, CSVs)."""
     scores_digest: str | None = None
@@ -175,6 +177,8 @@ class AuditResult:
             record["notes"] = list(self.notes)
         if self.warnings:
             record["warnings"] = list(self.warnings)
+        if self.sample_names:
+            record["sample_names"] = {str(k): v for k, v in self.sample_names.items()}
         if self.scores_digest is not None:
             record["scores"] = {"file": SCORES_FILE, "sha256": self.scores_digest}
         return record
@@ -211,6 +215,11 @@ class AuditResult:
                 seconds=record.get("seconds", 0.0),
                 notes=tuple(record.get("notes", ())),
                 warnings=tuple(record.get("warnings", ())),
+                sample_names=(
+                    {int(k): v for k, v in record["sample_names"].items()}
+                    if record.get("sample_names")
+                    else None
+                ),
                 path=path,
                 scores_digest=record.get("scores", {}).get("sha256"),
             )

@@ -224,7 +224,8 @@ class ImageFolder:
     seed: int = 0
     """Seed of the train/test split and of the ``limit`` subset."""
 
-    def _read(self, folder: Path) -> tuple[TensorData, list[str]]:
+    def _read(self, folder: Path, root: Path) -> tuple[TensorData, list[str], list[str]]:
+        """The images under *folder*, their class names, and each image's path under *root*."""
         from torchvision import datasets, transforms
 
         steps: list[Any] = [transforms.Resize((self.image_size, self.image_size))]
@@ -244,9 +245,12 @@ class ImageFolder:
             raise DatasetNotFoundError(
                 f"unreadable image under {folder}: {' '.join(str(err).split())}"
             ) from None
-        return TensorData(images, torch.tensor(dataset.targets, dtype=torch.long)), dataset.classes
+        names = [Path(path).relative_to(root).as_posix() for path, _ in dataset.samples]
+        labels = torch.tensor(dataset.targets, dtype=torch.long)
+        return TensorData(images, labels), dataset.classes, names
 
-    def _split(self, everything: TensorData) -> tuple[TensorData, TensorData]:
+    def _split(self, everything: TensorData) -> tuple[np.ndarray, np.ndarray]:
+        """The train and test indices of a folder that is not split already."""
         from sklearn.model_selection import train_test_split
 
         labels = everything.y.numpy()
@@ -259,7 +263,7 @@ class ImageFolder:
             train_idx, test_idx = train_test_split(
                 indices, test_size=self.test_fraction, random_state=self.seed
             )
-        return everything.subset(train_idx), everything.subset(test_idx)
+        return np.asarray(train_idx), np.asarray(test_idx)
 
     def load(self, data_root: str | None) -> LoadedDataset:
         layout = "DIR/<class name>/<image>.png (or DIR/train/... and DIR/test/...)"
@@ -272,17 +276,21 @@ class ImageFolder:
                 f"{layout.replace('DIR', str(root))}, or {ROOT_HINT}"
             )
         if (root / "train").is_dir() and (root / "test").is_dir():
-            train, classes = self._read(root / "train")
-            test, test_classes = self._read(root / "test")
+            train, classes, names = self._read(root / "train", root)
+            test, test_classes, _ = self._read(root / "test", root)
             if classes != test_classes:
                 raise DatasetNotFoundError(
                     f"{root / 'train'} and {root / 'test'} hold different class folders"
                 )
         else:
-            everything, classes = self._read(root)
-            train, test = self._split(everything)
-        train = train.subset(_limit_indices(len(train), self.limit, self.seed))
-        return loaded_dataset(train, test, len(classes))
+            everything, classes, all_names = self._read(root, root)
+            train_idx, test_idx = self._split(everything)
+            train, test = everything.subset(train_idx), everything.subset(test_idx)
+            names = [all_names[i] for i in train_idx]
+        keep = _limit_indices(len(train), self.limit, self.seed)
+        return loaded_dataset(
+            train.subset(keep), test, len(classes), train_names=tuple(names[i] for i in keep)
+        )
 
 
 @hookimpl
