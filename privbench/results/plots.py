@@ -1,13 +1,16 @@
 """Plots: log-log ROC curves, as LiRA reports them (Carlini et al. 2022), for a run's
-``roc.png`` and a leaderboard's inline SVGs; and image grids (a run's most vulnerable
-samples)."""
+``roc.png`` and the inline SVGs of the leaderboard and run pages (:func:`figure_svg`); and
+image grids (a run's most vulnerable samples)."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -88,3 +91,20 @@ def save_images(
             ax.set_title(titles[k], fontsize=7)
     figure.tight_layout()
     atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))
+
+
+def mathtext_safe(text: str) -> str:
+    """Text for matplotlib: a '$' in a label must not start mathtext."""
+    return text.replace("$", r"\$")
+
+
+def figure_svg(figure: Figure, salt: str) -> str:
+    """The figure as inline SVG: fonts as text, no metadata, and every id (matplotlib numbers
+    its groups from 1 in each figure) and reference to one prefixed with *salt*, so that several
+    figures can share the page."""
+    out = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        metadata = dict.fromkeys(("Creator", "Date", "Format", "Type"))
+        figure.savefig(out, format="svg", metadata=metadata)
+    text = out.getvalue()
+    return re.sub(r'(id="|href="#|url\(#)', rf"\g<1>{salt}-", text[text.index("<svg") :])

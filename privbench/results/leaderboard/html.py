@@ -9,20 +9,17 @@ and sharp. Everything that comes from the database is escaped.
 
 from __future__ import annotations
 
-import io
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from privbench.results.leaderboard.rows import TEXT_COLUMNS, columns, rank
-from privbench.results.plots import roc_figure
+from privbench.results.plots import figure_svg, mathtext_safe, roc_figure
 from privbench.version import __version__
 
 LABELS = {
@@ -104,23 +101,6 @@ SCRIPT = """
 """
 
 
-def _plain(text: str) -> str:
-    """Text for matplotlib: a '$' in a label must not start mathtext."""
-    return text.replace("$", r"\$")
-
-
-def _svg(figure: Figure, salt: str) -> str:
-    """The figure as inline SVG: fonts as text, no metadata, and every id (matplotlib numbers
-    its groups from 1 in each figure) and reference to one prefixed with *salt*, so that several
-    figures can share the page."""
-    out = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
-        metadata = dict.fromkeys(("Creator", "Date", "Format", "Type"))
-        figure.savefig(out, format="svg", metadata=metadata)
-    text = out.getvalue()
-    return re.sub(r'(id="|href="#|url\(#)', rf"\g<1>{salt}-", text[text.index("<svg") :])
-
-
 def _number(column: str, value: Any) -> str:
     if value is None:
         return "&ndash;"
@@ -165,7 +145,7 @@ def _roc_figures(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """One ROC figure per (dataset, model, defense), and the configurations without a stored
     ROC (recorded before ROCs were kept). One attack keeps its colour across figures."""
     attacks = sorted({row["attack"] for row in rows})
-    colors = {_plain(a): f"C{i % 10}" for i, a in enumerate(attacks)}
+    colors = {mathtext_safe(a): f"C{i % 10}" for i, a in enumerate(attacks)}
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     missing = []
     for row in rows:
@@ -176,12 +156,12 @@ def _roc_figures(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     figures = []
     for index, ((dataset, model, defense), members) in enumerate(groups.items()):
         curves = {
-            _plain(r["attack"]): (r["roc"]["fpr"], r["roc"]["tpr"], r["auc"])
+            mathtext_safe(r["attack"]): (r["roc"]["fpr"], r["roc"]["tpr"], r["auc"])
             for r in sorted(members, key=lambda r: r["attack"])
         }
-        title = _plain(f"defense {defense}")  # the caption names the dataset and model
+        title = mathtext_safe(f"defense {defense}")  # the caption names the dataset and model
         figure = roc_figure(curves, title=title, colors=colors, size=(4.3, 4.1))
-        svg = _svg(figure, f"privbench-roc-{index}")
+        svg = figure_svg(figure, f"privbench-roc-{index}")
         caption = f"{escape(dataset)} · {escape(model)} · defense <b>{escape(defense)}</b>"
         figures.append(
             f'<figure class="roc" data-defense="{escape(defense)}">{svg}'
@@ -211,7 +191,7 @@ def _scatter(rows: list[dict[str, Any]], by: str) -> str | None:
         axes.scatter(*point, s=90, color=color, edgecolors="black", linewidths=0.7, zorder=3)
         label = " / ".join(key) if several else key[2]
         axes.annotate(
-            _plain(f"{label}\n({best['attack']})"),
+            mathtext_safe(f"{label}\n({best['attack']})"),
             point,
             xytext=(8, 0),
             textcoords="offset points",
@@ -229,7 +209,7 @@ def _scatter(rows: list[dict[str, Any]], by: str) -> str | None:
         "points: every attack. Lower right is better: a useful model that leaks little."
     )
     return (
-        f'<figure class="scatter">{_svg(figure, "privbench-scatter")}'
+        f'<figure class="scatter">{figure_svg(figure, "privbench-scatter")}'
         f"<figcaption>{caption}</figcaption></figure>"
     )
 
