@@ -93,7 +93,10 @@ def test_vulnerable_samples_are_the_members_with_the_highest_scores(sliced):
     assert attack.vulnerable[0] in best
     assert len(attack.vulnerable) == len(set(attack.vulnerable)) == 16
     assert set(attack.vulnerable) <= set(scores.sample[scores.member].tolist())
-    assert (sliced.path / "vulnerable-lira.png").is_file()
+    from safetensors.torch import load_file
+
+    stored = load_file(str(sliced.path / "vulnerable-images.safetensors"))
+    assert stored["lira"].shape == (16, 1, 8, 8)  # their images, for the run's page
 
 
 def test_warnings_say_when_a_number_cannot_be_read_as_it_reads(sliced):

@@ -49,7 +49,6 @@ from __future__ import annotations
 import attrs
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import expit
 
 FloatArray = np.ndarray | float
 """A numpy array broadcast from the arguments, or a numpy float where they were all scalars."""
@@ -158,6 +157,8 @@ def dp_auc_bound(epsilon: ArrayLike, delta: ArrayLike) -> FloatArray:
     """
     epsilon, delta = _epsilon(epsilon), _delta(delta)
     keep = 1.0 - delta
+    from scipy.special import expit  # on use: scipy.special takes 0.1 s to import
+
     return _out(keep * expit(epsilon) + delta * keep * expit(-epsilon) + delta)
 
 

@@ -24,7 +24,7 @@ from privbench.engine.spec import AuditSpec
 from privbench.engine.store import Workspace
 from privbench.plugins import Registry, get_registry
 from privbench.plugins.interfaces import Signal
-from privbench.results.result import AuditResult
+from privbench.results.result import VULNERABLE_IMAGES, AuditResult
 
 
 def prepare(spec: AuditSpec, registry: Registry | None = None) -> Components:
@@ -60,15 +60,16 @@ def score_model(
     SignalCache(pool, workspace).compute(index, released, wanted, target)
 
 
-def _vulnerable_grid(pool: Pool, result: Any) -> Callable[[Any], None]:
-    """Writes the images of the members *result*'s attack was surest of, under their ids."""
+def _vulnerable_images(pool: Pool, results: Sequence[Any]) -> Callable[[Any], None]:
+    """Writes the images of the members each attack was surest of, by attack name."""
     position = {int(sample): k for k, sample in enumerate(pool.indices)}
-    chosen = [position[sample] for sample in result.vulnerable]
+    chosen = {r.name: [position[s] for s in r.vulnerable] for r in results if r.vulnerable}
 
     def write(path: Any) -> None:
-        from privbench.results.plots import save_images  # matplotlib on use
+        from safetensors.torch import save_file
 
-        save_images(pool.population.x[chosen], path, titles=[f"#{s}" for s in result.vulnerable])
+        save_file({name: pool.population.x[rows].contiguous() for name, rows in chosen.items()},
+                  str(path))  # fmt: skip
 
     return write
 
@@ -122,8 +123,9 @@ def run_audit(
         )
         results.append(result)
     artifacts: reconstruct.Artifacts = {}
-    for result in results:
-        artifacts[f"vulnerable-{result.name}.png"] = _vulnerable_grid(pool, result)
+    if any(result.vulnerable for result in results):
+        # Tensors only: an audit draws no figure for them; the run's page does.
+        artifacts[VULNERABLE_IMAGES] = _vulnerable_images(pool, results)
     reconstructions = []
     if components.reconstructions:
         reconstructions = analysis("reconstruction", reconstruct.reconstruct, artifacts)

@@ -69,12 +69,9 @@ def plot_roc(
     atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))
 
 
-def save_images(
-    images: torch.Tensor, path: str | os.PathLike[str], *, titles: Sequence[str] = (),
-    columns: int = 8,
-) -> None:  # fmt: skip
-    """Images in [0, 1] (``K x C x H x W``) as a PNG grid, each under its title, atomically (a
-    run's most vulnerable samples)."""
+def images_png(images: torch.Tensor, *, titles: Sequence[str] = (), columns: int = 8) -> bytes:
+    """Images in [0, 1] (``K x C x H x W``) as a PNG grid, each under its title (a run's most
+    vulnerable samples on its page)."""
     images = images.detach().float().cpu().clamp(0, 1)
     columns = max(1, min(columns, len(images)))
     rows = max(1, -(-len(images) // columns))
@@ -90,7 +87,9 @@ def save_images(
         if k < len(titles):
             ax.set_title(titles[k], fontsize=7)
     figure.tight_layout()
-    atomic_write(Path(path), lambda handle: figure.savefig(handle, format="png"))
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
 
 
 def mathtext_safe(text: str) -> str:

@@ -23,7 +23,14 @@ from privbench.errors import PrivbenchError
 from privbench.results.files import atomic_write
 from privbench.results.leaderboard.html import CSS as BOARD_CSS
 from privbench.results.parts import PluginRecord
-from privbench.results.report_figures import histogram, number, png_image, roc_section
+from privbench.results.report_figures import (
+    histogram,
+    number,
+    png_image,
+    roc_section,
+    vulnerable_image,
+    vulnerable_images,
+)
 from privbench.results.result import AuditResult
 from privbench.results.tables import (
     defense_line,
@@ -251,6 +258,7 @@ def _vulnerable(result: AuditResult) -> str:
     if not result.attacks:
         return '<p class="note">No membership attack in this run.</p>'
     parts = []
+    stored = vulnerable_images(result)
     meaning = "positions in the train split"
     if _outputs_only(result):
         meaning = "as given with the outputs, else their positions in them"
@@ -263,16 +271,14 @@ def _vulnerable(result: AuditResult) -> str:
             if ids
             else '<p class="note">The attack listed no samples.</p>'
         )
-        # result.files holds only files in the run folder: a name from the record cannot
-        # reach outside it.
-        image = png_image(result.files.get(f"vulnerable-{attack.name}.png"), f"{attack.name}")
+        image = vulnerable_image(stored, attack)
         if image is None:
             if _outputs_only(result):
                 why = "this audit was given outputs alone, so privbench holds no images of them"
             elif result.path is None:
                 why = "the run's folder is gone (this page comes from its database row)"
             else:
-                why = f"the run folder has no vulnerable-{attack.name}.png"
+                why = f"the run folder holds no images for {attack.name}"
             image = f'<p class="note no-images">No images: {escape(why)}.</p>'
         parts.append(
             f'<figure class="vulnerable" data-attack="{name}">{image}<figcaption><b>{name}</b>: '

@@ -16,12 +16,16 @@ from html import escape
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from privbench.analysis.metrics import tpr_on_grid
 from privbench.results.parts import AttackResult
-from privbench.results.plots import figure_svg, mathtext_safe, roc_figure
+from privbench.results.plots import figure_svg, images_png, mathtext_safe, roc_figure
+from privbench.results.result import VULNERABLE_IMAGES, AuditResult
 
 MAX_CURVE_POINTS = 2000
 """A full ROC longer than this is drawn at this many log-spaced FPRs (never above the curve):
@@ -158,3 +162,25 @@ def histogram(attack: AttackResult, index: int) -> str:
         f'<figure class="histogram" data-attack="{escape(attack.name)}">{svg}'
         f"<figcaption>{caption}</figcaption></figure>"
     )
+
+
+def vulnerable_images(result: AuditResult) -> dict[str, torch.Tensor]:
+    """The run's stored images of the members each attack was surest of, by attack name
+    (none when the folder has no such file or it cannot be read: the page then says so)."""
+    path = result.files.get(VULNERABLE_IMAGES)
+    if path is None:
+        return {}
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError):
+        return {}
+
+
+def vulnerable_image(stored: dict[str, torch.Tensor], attack: AttackResult) -> str | None:
+    """An ``<img>`` of *attack*'s most vulnerable members under their ids, or None."""
+    images = stored.get(attack.name)
+    if images is None or images.ndim != 4 or not len(images):
+        return None
+    png = images_png(images, titles=[f"#{sample}" for sample in attack.vulnerable])
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{escape(attack.name)}" src="data:image/png;base64,{data}">'

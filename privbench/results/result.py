@@ -36,6 +36,9 @@ from privbench.results.parts import (
 RECORD_FORMAT = 2
 """Version of ``results.json``: 2 added per-sample scores, per-target utility and notes."""
 SCORES_FILE = "membership-scores.safetensors"
+VULNERABLE_IMAGES = "vulnerable-images.safetensors"
+"""Where a run keeps the images of each attack's most vulnerable members (tensors by attack
+name; the run's page draws them)."""
 
 
 def _plain(value: Any) -> Any:
