@@ -147,6 +147,7 @@ def audit_outputs(
     attacks: PluginArgument | Sequence[PluginArgument] | None = None,
     attack_options: Mapping[str, Any] | None = None,
     sample_ids: Any = None,
+    slices: Sequence[str] = (),
     name: str = "outputs",
     seed: int = 0,
     workspace: str | os.PathLike[str] | None = None,
@@ -166,6 +167,7 @@ def audit_outputs(
     :param attacks: as for :func:`audit`; by default every installed attack these outputs can
         serve (logits access, no more reference models than given).
     :param sample_ids: a stable id per sample (default ``0..N-1``), kept with the scores.
+    :param slices: as for :func:`audit` (a ``FILE.csv:COLUMN`` is keyed by the sample ids).
     :param name: what the runs database and leaderboards call the data.
     :returns: an :class:`privbench.AuditResult` like any audit's, written to the workspace.
     """
@@ -209,4 +211,5 @@ def audit_outputs(
         seed=seed,
         callback=as_callback(callback),
         skip_unsupported=attacks is None,
+        slices=tuple(slices),
     )

@@ -119,3 +119,20 @@ def test_an_auc_far_below_chance_is_flagged(tmp_path):
     assert result.attack("loss").metrics.auc < 0.2
     assert any("below 0.5 by more than 3 standard errors" in w for w in result.warnings)
     assert chance_auc_noise(1000, 1000) == pytest.approx(np.sqrt(2001 / 12e6))
+
+
+def test_outputs_alone_are_sliced_too(tmp_path):
+    rng = np.random.default_rng(1)
+    member = rng.random(400) < 0.5
+    labels = rng.integers(0, 3, 400)
+    logits = rng.normal(size=(400, 3))
+    logits[np.arange(400), labels] += np.where(member, 2.0, 1.0)
+    result = privbench.audit_outputs(
+        logits=logits, labels=labels, member=member, attacks=["loss"], slices=["class"],
+        workspace=tmp_path,
+    )  # fmt: skip
+    parts = result.attack("loss").slices
+    assert [p.members for p in parts] == [int(member[labels == c].sum()) for c in range(3)]
+    with pytest.raises(privbench.PrivbenchError, match="losses alone say neither"):
+        privbench.audit_outputs(losses=rng.random(400), member=member, slices=["class"],
+                                workspace=tmp_path)  # fmt: skip

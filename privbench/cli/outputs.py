@@ -42,6 +42,12 @@ def register(app: typer.Typer, registry: Registry) -> None:
         attack_opt: list[str] = typer.Option(
             [], "--attack-opt", help="key=value (or attack.key=value with several attacks)."
         ),
+        slices: list[str] = typer.Option(
+            [],
+            "--slice",
+            help="Also per slice: class, correct, or FILE.csv:COLUMN (keyed by sample); "
+            "repeatable.",
+        ),
         name: str = typer.Option("outputs", "--name", help="What the results call the data."),
         seed: int = typer.Option(0, "--seed"),
         workspace: Path | None = WorkspaceOption,
@@ -65,6 +71,7 @@ def register(app: typer.Typer, registry: Registry) -> None:
             sample_ids=target.get("sample"),
             attacks=attack or None,
             attack_options=parse_assignments(attack_opt, flag="--attack-opt"),
+            slices=slices,
             name=name,
             seed=seed,
             workspace=workspace,

@@ -31,6 +31,7 @@ from privbench.engine.fitting import FittedPool
 from privbench.engine.pool import Pool
 from privbench.engine.progress import Callback
 from privbench.engine.signals import SignalCache
+from privbench.engine.slicing import check_slices, slice_groups
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import Workspace
 from privbench.errors import AccessDeniedError, OptionError, PrivbenchError
@@ -193,12 +194,14 @@ def audit_outputs(
     callback: Callback | None = None,
     insert: bool = True,
     skip_unsupported: bool = False,
+    slices: Sequence[str] = (),
 ) -> AuditResult:
     """Every attack of *attacks* on a target known by its *outputs* of *kind* (``logits``,
     ``probabilities`` or ``losses``) on samples with *labels* and *member* truth, and on
     optional *reference* outputs (``K x N [x C]``) with their ``K x N`` *reference_keep*.
     With *skip_unsupported*, an attack that queries what outputs cannot answer is left out
-    (and a note says so) instead of failing the audit."""
+    (and a note says so) instead of failing the audit. *slices* as for any audit (``class``
+    and ``correct`` need the labels, so not losses)."""
     callback = callback or Callback()
     started = time.perf_counter()
     if kind not in KINDS:
@@ -212,7 +215,13 @@ def audit_outputs(
         raise OptionError(f"{len(truth)} membership labels for {len(labels_array)} samples")
     if truth.all() or not truth.any():
         raise OptionError("membership needs members and non-members among the samples")
+    check_slices(slices)
     if kind == "losses":
+        if set(slices) & {"class", "correct"}:
+            raise OptionError(
+                "losses alone say neither the class nor the prediction: slice them by a "
+                "FILE.csv:COLUMN, or give logits or probabilities"
+            )
         labels_array = np.zeros_like(labels_array)  # the true class of the two-class view
     tables = [to_logits(kind, outputs, labels_array, kind)]
     masks = [truth]
@@ -251,10 +260,11 @@ def audit_outputs(
     fitted = FittedPool([_lookup(t) for t in tables], [{"index": 0}], 0, 0.0)
     cache = OutputsCache(pool, workspace)
     results, curves, notes = [], {}, [f"outputs given as {kind}: no model was trained or queried"]
+    groups = slice_groups(slices, pool, fitted.models, cache)
     for attack in components.attacks:
         try:
             result, curves[attack.name] = attack_runner.run_attack(
-                pool, fitted, cache, attack, callback
+                pool, fitted, cache, attack, callback, groups
             )
         except (UnsupportedQuery, AccessDeniedError) as err:
             if not skip_unsupported:
