@@ -164,9 +164,9 @@ def load_external(pool: Pool) -> tuple[Model, dict[str, Any]]:
     """The target the user brought, its weights loaded into the architecture it names (after
     the defense's architecture changes, as its reference models get them)."""
     model = pool.build_model(0)
-    target = pool.spec.target
-    assert target is not None
-    meta = load_target_weights(model, target, pool.dataset.num_classes)
+    target, sha256 = pool.spec.target, pool.target_digest
+    assert target is not None and sha256 is not None
+    meta = load_target_weights(model, target, pool.dataset.num_classes, sha256)
     return model, meta | {"members": int(pool.masks[0].sum()), "index": 0}
 
 

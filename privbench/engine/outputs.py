@@ -13,10 +13,8 @@ calibrated baselines) and gives the two-class entropy to those that read the oth
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
-from functools import cached_property
 from typing import Any
 
 import attrs
@@ -33,7 +31,7 @@ from privbench.engine.progress import Callback
 from privbench.engine.signals import SignalCache
 from privbench.engine.slicing import check_slices, slice_groups
 from privbench.engine.spec import AuditSpec, PluginChoice
-from privbench.engine.store import Workspace
+from privbench.engine.store import Workspace, digest, tensor_digest
 from privbench.errors import AccessDeniedError, OptionError, PrivbenchError
 from privbench.plugins import Registry
 from privbench.plugins.data import LoadedDataset, Model, TensorData
@@ -113,12 +111,9 @@ class OutputsPool(Pool):
     """A pool of given outputs: model 0 is the target, models 1.. its reference models."""
 
     digests: list[str] = attrs.Factory(list)
+    """Each model's signal-cache key: a digest of its outputs, the labels and the data's name."""
 
     @property
-    def external(self) -> bool:
-        return True
-
-    @cached_property
     def keys(self) -> list[str]:  # type: ignore[override]
         return self.digests
 
@@ -134,10 +129,7 @@ class OutputsCache(SignalCache):
 
 
 def _digest(name: str, logits: torch.Tensor, labels: torch.Tensor) -> str:
-    h = hashlib.sha256(name.encode())
-    for t in (logits, labels):
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
+    return digest([name, tensor_digest(logits, labels)])
 
 
 def _components(registry: Registry, spec: AuditSpec, name: str) -> Components:

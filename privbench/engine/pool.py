@@ -24,8 +24,11 @@ from privbench.errors import OptionError, PrivbenchError
 from privbench.plugins.interfaces import LoadedDataset, Model, TensorData
 
 
-def load_data(components: Components) -> tuple[LoadedDataset, TensorData, np.ndarray]:
-    """The dataset, the population and its indices in the train split."""
+def load_data(
+    components: Components,
+) -> tuple[LoadedDataset, TensorData, np.ndarray, np.ndarray | None]:
+    """The dataset, the population, its indices in the train split, and the train-split
+    indices of a target's members when the user brought one (else None)."""
     spec = components.spec
     data_root = spec.data_root or os.environ.get("PRIVBENCH_DATA") or None
     dataset = components.dataset.instance.load(data_root)
@@ -34,6 +37,7 @@ def load_data(components: Components) -> tuple[LoadedDataset, TensorData, np.nda
             f"augment={spec.recipe.augment} mirrors images, which changes labels in "
             f"dataset '{spec.dataset.name}'; use --augment none or crop"
         )
+    members = None
     if spec.target is not None:
         members = read_members(spec.target.members, len(dataset.train), dataset.train_names)
         indices = _population_around(spec, members, len(dataset.train))
@@ -41,7 +45,7 @@ def load_data(components: Components) -> tuple[LoadedDataset, TensorData, np.nda
         indices = splits.population_indices(len(dataset.train), spec.population, spec.seed)
     if len(indices) < 4:
         raise OptionError("the population needs at least 4 samples")
-    return dataset, dataset.train.subset(indices), indices
+    return dataset, dataset.train.subset(indices), indices, members
 
 
 def _population_around(spec: AuditSpec, members: np.ndarray, split_size: int) -> np.ndarray:
@@ -75,13 +79,12 @@ class Pool:
 
     @classmethod
     def plan(cls, components: Components) -> Pool:
-        dataset, population, indices = load_data(components)
+        dataset, population, indices, members = load_data(components)
         spec = components.spec
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
-        if spec.target is not None:
+        if members is not None:
             # Model 0 is the user's: its mask is its member split; models 1.. are the
             # reference models, on the same halves as in any other pool (so they are reused).
-            members = read_members(spec.target.members, len(dataset.train), dataset.train_names)
             masks[0] = member_mask(members, indices)
         return cls(components, dataset, population, indices, masks)
 
@@ -115,6 +118,12 @@ class Pool:
         return tensor_digest(self.population.x, self.population.y)
 
     @cached_property
+    def target_digest(self) -> str | None:
+        """SHA-256 of the weights of a target the user brought (read once: it keys the
+        target's signals and is recorded with the run)."""
+        return self.spec.target.weights_digest() if self.spec.target is not None else None
+
+    @cached_property
     def test_digest(self) -> str:
         return tensor_digest(self.dataset.test.x, self.dataset.test.y)
 
@@ -139,11 +148,11 @@ class Pool:
             )
             for index, keep in enumerate(self.masks)
         ]
-        if self.spec.target is not None:
+        if self.external:
             keys[0] = digest(
                 {
                     "format": STORE_FORMAT,
-                    "external-target": self.spec.target.weights_digest(),
+                    "external-target": self.target_digest,
                     "dataset": identity["dataset"],
                     "population": self.population_digest,
                     "model": identity["model"],

@@ -162,12 +162,12 @@ def _fill(
     return notes
 
 
-def _target(given: dict[str, Any], registry: Registry, notes: list[str]) -> TargetSpec | None:
-    """The target the user brings, if any; with one and no attack that needs reference models,
-    none are trained unless ``shadows`` says otherwise."""
+def _target(given: dict[str, Any], registry: Registry) -> tuple[TargetSpec | None, list[str]]:
+    """The target the user brings, if any, and notes on it; with one and no attack that needs
+    reference models, none are trained unless ``shadows`` says otherwise."""
     weights, members = given.get("target"), given.get("members")
     if weights is None and members is None:
-        return None
+        return None, []
     if weights is None:
         raise OptionError("--members says which samples a target trained on: give --target too")
     if members is None:
@@ -183,13 +183,13 @@ def _target(given: dict[str, Any], registry: Registry, notes: list[str]) -> Targ
     )
     if "shadows" not in given and needed == 0:
         given["shadows"] = 0
-        notes.append("no attack given needs reference models: none are trained (--shadows 0)")
-    elif given.get("shadows") != 0:
-        notes.append(
-            "reference models are trained here by the recipe given (--epochs, --lr, ...): attacks "
-            "that use them are only as good as its match to how your target was trained"
-        )
-    return target
+        return target, ["no attack given needs reference models: none are trained (--shadows 0)"]
+    if given.get("shadows") == 0:
+        return target, []
+    return target, [
+        "reference models are trained here by the recipe given (--epochs, --lr, ...): attacks "
+        "that use them are only as good as its match to how your target was trained"
+    ]
 
 
 def build_spec(
@@ -209,7 +209,7 @@ def build_spec(
     given = {k: v for k, v in parameters.items() if v is not None}
     if "attacks" in given:
         given["attacks"] = _choices("attack", given["attacks"], registry)
-    target = _target(given, registry, notes := [])
+    target, notes = _target(given, registry)
     notes += _fill(given, registry, preset, victim_settings)
     fields: dict[str, Any] = {"target": target}
     defaults = attrs.fields_dict(AuditSpec)

@@ -152,8 +152,11 @@ def _classifier_keys(model: Model) -> set[str]:
     return {names[id(p)] for p in head.parameters() if id(p) in names}
 
 
-def load_target_weights(model: Model, target: TargetSpec, num_classes: int) -> dict[str, Any]:
-    """Load the target's weights into *model* strictly; returns what the run records of them.
+def load_target_weights(
+    model: Model, target: TargetSpec, num_classes: int, sha256: str
+) -> dict[str, Any]:
+    """Load the target's weights into *model* strictly; returns what the run records of them
+    (*sha256*: the file's digest, computed once by the pool).
 
     The file may hold a privbench model's whole state (``net.*``, ``mean``, ``std``) or the
     network's own state dict (what ``torch`` code saves with ``net.state_dict()``)."""
@@ -191,4 +194,4 @@ def load_target_weights(model: Model, target: TargetSpec, num_classes: int) -> d
         )
     with torch.no_grad():
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in stored.items()})
-    return {"external": True, "weights": str(path), "sha256": target.weights_digest()}
+    return {"external": True, "weights": str(path), "sha256": sha256}

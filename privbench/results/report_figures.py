@@ -51,12 +51,15 @@ def inline_svg(figure: Figure, salt: str) -> str:
     return re.sub(r'\s+xmlns(?::\w+)?="[^"]*"', "", svg[:end]) + svg[end:]
 
 
+def png_tag(png: bytes, alt: str) -> str:
+    """An ``<img>`` holding *png* as a ``data:`` URI (the page requests nothing)."""
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+
+
 def png_image(path: Path | None, alt: str) -> str | None:
     """An ``<img>`` holding the PNG at *path* (None when there is no file)."""
-    if path is None:
-        return None
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+    return None if path is None else png_tag(path.read_bytes(), alt)
 
 
 def curve(attack: AttackResult) -> tuple[np.ndarray, np.ndarray, str] | None:
@@ -181,6 +184,4 @@ def vulnerable_image(stored: dict[str, torch.Tensor], attack: AttackResult) -> s
     images = stored.get(attack.name)
     if images is None or images.ndim != 4 or not len(images):
         return None
-    png = images_png(images, titles=[f"#{sample}" for sample in attack.vulnerable])
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{escape(attack.name)}" src="data:image/png;base64,{data}">'
+    return png_tag(images_png(images, titles=[f"#{s}" for s in attack.vulnerable]), attack.name)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from privbench.errors import PrivbenchError
 from privbench.results.db import ResultsDB
@@ -35,9 +35,9 @@ def write_scores(folder: Path, attacks: Sequence[AttackResult]) -> str | None:
                 tensors[f"{attack.name}/{part}"] = torch.from_numpy(value)
     if not tensors:
         return None
-    path = folder / SCORES_FILE
-    save_file(tensors, str(path))
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    data = save(tensors)  # in memory: hashed as written, not read back
+    (folder / SCORES_FILE).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_scores(folder: Path, sha256: str) -> dict[str, MembershipScores]:
@@ -53,7 +53,7 @@ def read_scores(folder: Path, sha256: str) -> dict[str, MembershipScores]:
             "damaged after the run"
         )
     try:
-        tensors = load_file(str(path))
+        tensors = load(data)  # the bytes just verified, not a second read of the file
     except SafetensorError as err:
         raise PrivbenchError(f"{path} is not a readable safetensors file: {err}") from None
     names = {key.rsplit("/", 1)[0] for key in tensors}
