@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint clean
+.PHONY: install system run test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,21 +13,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) system
 
-run: $(STAMP)
+run: $(STAMP) system
 	$(BIN)/privbench run
 
-# The HTML leaderboard is tested in a real headless browser: Debian's chromium and its driver.
-browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends chromium chromium-driver fonts-liberation >/dev/null; \
-	else echo "note: no chromium/chromedriver (apt-get install chromium chromium-driver);" \
-		"the browser test of the HTML leaderboard will skip"; fi
+# System packages from Debian, installed with apt-get where this runs as root and noted
+# otherwise: chromium and its driver (the HTML leaderboard is tested in a real headless
+# browser) and dataset-fashion-mnist (the real Fashion-MNIST that the fashion-mnist dataset
+# reads by default). Without them, the tests that need them skip and say why.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-test: $(STAMP) browser
+system:
+	@missing=""; \
+	if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		missing="chromium chromium-driver fonts-liberation"; fi; \
+	if [ ! -f $(FASHION_MNIST) ]; then missing="$$missing dataset-fashion-mnist"; fi; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing >/dev/null; } \
+		|| echo "note: apt-get could not install$$missing; the tests that need it skip"; \
+	else echo "note: missing system packages; install them with:" \
+		"sudo apt-get install$$missing"; fi
+
+test: $(STAMP) system
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

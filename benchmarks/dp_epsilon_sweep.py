@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/dp_epsilon_sweep.py [--epsilons 1,2,4,8,16,32,50] [--models 8]
         [--targets 4] [--population 1000] [--model mlp] [--epochs 30] [--out docs/results]
+        [--preset fashion-mnist-dp --reference-preset fashion-mnist --name fashion_mnist]
 
 For each epsilon one pool of models is trained with ``dp-sgd`` (opacus calibrates the noise to
 that epsilon, delta below 1/N) and shared by the loss, LiRA (online) and curvature (Curv ZO LR)
@@ -15,9 +16,14 @@ as the paper reports them. Beside each measurement:
   to the curvature attack's AUROCs as the paper's official notebook does
   (:func:`privbench.analysis.theory.fit_curvature_distinguishability`).
 
-Writes ``dp_epsilon_sweep.md`` (the table) and ``dp_epsilon_sweep.png`` (AUROC against epsilon)
-into ``--out``. The paper sweeps epsilon 1 to 50 on CIFAR with ResNets; this is a CPU-sized
-version of the same protocol on digits.
+With ``--preset`` the dataset, model, recipe and DP-SGD options (its clipping norm) are the
+preset's, and only the epsilon changes; the no-DP row then trains the same model by
+``--reference-preset``'s non-private recipe (DP recipes, such as lr 4 for clipped gradients,
+do not train a model without clipping). Without a preset: digits and ``--model`` by the flags.
+
+Writes ``dp_epsilon_sweep[_<name>].md`` (the table: AUROC, and TPR at 1% and 0.1% FPR) and
+``dp_epsilon_sweep[_<name>].png`` (AUROC against epsilon) into ``--out``. The paper sweeps
+epsilon 1 to 50 on CIFAR with ResNets; this is a CPU-sized version of the same protocol.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from matplotlib.figure import Figure
 
 import privbench
 from privbench.analysis.theory import dp_auc_bound, fit_curvature_distinguishability
+from privbench.engine.presets import get_preset
 
 ATTACKS = [
     ("loss", "loss", {}),
@@ -42,20 +49,36 @@ ATTACKS = [
 CURVATURE = "Curv ZO LR"
 
 
-def run_pool(
-    workspace: Path, defense: tuple[str, dict], args: argparse.Namespace
-) -> tuple[dict[str, tuple[float, float]], dict, dict]:
-    """Every attack against one pool: ``label -> (mean AUROC, std)``, utility, DP guarantee."""
-    aucs, utility, guarantee = {}, {}, {}
+Measured = dict[str, dict[str, tuple[float, float]]]
+"""``label -> metric -> (mean, std over targets)``."""
+METRICS = ("auc", "tpr_at_1_fpr", "tpr_at_0_1_fpr")
+
+
+def run_pool(workspace: Path, epsilon: float | None, args: argparse.Namespace) -> tuple:
+    """Every attack against one pool (DP-SGD at *epsilon*, None: no DP): what each measured,
+    the utility and the DP guarantee."""
+    measured: Measured = {}
+    utility, guarantee = {}, {}
+    if args.preset:
+        preset = get_preset(args.preset).values
+        if epsilon is None:
+            setting = {"preset": args.reference_preset, "model": preset["model"]}
+            setting |= {"defense": "none", "defense_options": {}}
+        else:
+            options = dict(preset.get("defense_options", {})) | {"epsilon": epsilon}
+            setting = {"preset": args.preset, "defense_options": options}
+    else:
+        setting = {
+            "model": args.model,
+            "defense": ("dp-sgd", {"epsilon": epsilon}) if epsilon is not None else "none",
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "momentum": 0.5,
+        }
     for label, name, options in ATTACKS:
         record = privbench.audit(
-            model=args.model,
-            defense=defense,
             attacks=[(name, options)],
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            momentum=0.5,
             shadows=args.models - 1,
             targets=args.targets,
             paired=True,
@@ -63,11 +86,12 @@ def run_pool(
             seed=args.seed,
             device="cpu",
             workspace=workspace,
+            **setting,
         ).to_record()
         per_target = record["attacks"][0]["per_target"]
-        aucs[label] = (per_target["mean"]["auc"], per_target["std"]["auc"])
+        measured[label] = {k: (per_target["mean"][k], per_target["std"][k]) for k in METRICS}
         utility, guarantee = record["utility"], record.get("dp_bound", {})
-    return aucs, utility, guarantee
+    return measured, utility, guarantee
 
 
 def plot(rows: list, fit, path: Path, title: str) -> None:
@@ -76,8 +100,8 @@ def plot(rows: list, fit, path: Path, title: str) -> None:
     axes = figure.add_subplot()
     eps = np.array([row["epsilon"] for row in rows])
     for label, _, _ in ATTACKS:
-        mean = np.array([row["aucs"][label][0] for row in rows])
-        std = np.array([row["aucs"][label][1] for row in rows])
+        mean = np.array([row["measured"][label]["auc"][0] for row in rows])
+        std = np.array([row["measured"][label]["auc"][1] for row in rows])
         axes.errorbar(eps, mean, yerr=std, marker="o", markersize=3, capsize=2, label=label)
     fine = np.linspace(eps.min(), eps.max(), 200)
     axes.plot(fine, fit(fine), linestyle="--", color="black", linewidth=1,
@@ -101,66 +125,110 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default=None, help="dataset, model, recipe, DP options")
+    parser.add_argument("--reference-preset", default="fashion-mnist", help="the no-DP row's")
+    parser.add_argument("--name", default=None, help="output file suffix")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
     epsilons = [float(e) for e in args.epsilons.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.preset:
+        setting = f"--preset {args.preset} --reference-preset {args.reference_preset}"
+        what = f"preset {args.preset} (no-DP row: {args.reference_preset}'s recipe)"
+    else:
+        setting = (
+            f"--model {args.model} --epochs {args.epochs} --batch-size {args.batch_size} "
+            f"--lr {args.lr}"
+        )
+        what = (
+            f"digits, model `{args.model}`, SGD (lr {args.lr}, momentum 0.5, batch "
+            f"{args.batch_size}), {args.epochs} epochs"
+        )
+    name = f" --name {args.name}" if args.name else ""
     command = (
         f"python benchmarks/dp_epsilon_sweep.py --epsilons {args.epsilons} --models {args.models} "
-        f"--targets {args.targets} --population {args.population} --model {args.model} "
-        f"--epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} --seed {args.seed}"
+        f"--targets {args.targets} --population {args.population} {setting} --seed {args.seed}"
+        + name
     )
+    stem = "dp_epsilon_sweep" + (f"_{args.name}" if args.name else "")
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         workspace = Path(args.workspace or scratch)
-        reference = run_pool(workspace, ("none", {}), args)
+        reference = run_pool(workspace, None, args)
         for epsilon in epsilons:
-            aucs, utility, guarantee = run_pool(workspace, ("dp-sgd", {"epsilon": epsilon}), args)
-            rows.append({"epsilon": guarantee["epsilon"], "aucs": aucs, "utility": utility,
-                         "delta": guarantee["delta"], "max_auc": guarantee["auc"]})  # fmt: skip
-            print(f"epsilon {epsilon}: {aucs} test acc {utility['test_accuracy']:.3f}", flush=True)
+            measured, utility, guarantee = run_pool(workspace, epsilon, args)
+            rows.append({"epsilon": guarantee["epsilon"], "measured": measured,
+                         "utility": utility, "delta": guarantee["delta"],
+                         "max_tpr": guarantee["tpr_at_1_fpr"]})  # fmt: skip
+            print(
+                f"epsilon {epsilon}: test acc {utility['test_accuracy']:.3f} {measured}", flush=True
+            )
     m = args.population // 2
-    measured = np.array([row["aucs"][CURVATURE][0] for row in rows])
+    measured = np.array([row["measured"][CURVATURE]["auc"][0] for row in rows])
     fit = fit_curvature_distinguishability([row["epsilon"] for row in rows], measured, m=m)
 
     labels = [label for label, _, _ in ATTACKS]
-    lines = [
+
+    def cells(measured: Measured, metric: str) -> list[str]:
+        return [f"{measured[k][metric][0]:.3f} ± {measured[k][metric][1]:.3f}" for k in labels]
+
+    auc_lines = [
         "| epsilon | delta | test acc | " + " | ".join(labels)
         + " | Curvature Clues bound (fitted) | DP max AUROC |",
         "|---|---|---|" + "---|" * (len(labels) + 2),
     ]  # fmt: skip
+    tpr_lines = [
+        "| epsilon | " + " | ".join(f"{k} TPR@1%" for k in labels) + " | DP max TPR@1% | "
+        + " | ".join(f"{k} TPR@0.1%" for k in labels) + " |",
+        "|---|" + "---|" * (2 * len(labels) + 1),
+    ]  # fmt: skip
     for row in rows:
-        cells = [f"{row['aucs'][label][0]:.3f} ± {row['aucs'][label][1]:.3f}" for label in labels]
-        lines.append(
+        auc_lines.append(
             f"| {row['epsilon']:.2f} | {row['delta']:.1e} | {row['utility']['test_accuracy']:.3f} "
-            f"| " + " | ".join(cells) + f" | {float(fit(row['epsilon'])):.3f} "
+            f"| "
+            + " | ".join(cells(row["measured"], "auc"))
+            + f" | {float(fit(row['epsilon'])):.3f} "
             f"| {float(dp_auc_bound(row['epsilon'], row['delta'])):.3f} |"
         )
-    aucs, utility, _ = reference
-    cells = [f"{aucs[label][0]:.3f} ± {aucs[label][1]:.3f}" for label in labels]
-    lines.append(
-        f"| no DP | | {utility['test_accuracy']:.3f} | " + " | ".join(cells) + " | | 1.000 |"
+        tpr_lines.append(
+            f"| {row['epsilon']:.2f} | " + " | ".join(cells(row["measured"], "tpr_at_1_fpr"))
+            + f" | {row['max_tpr']:.3f} | "
+            + " | ".join(cells(row["measured"], "tpr_at_0_1_fpr")) + " |"
+        )  # fmt: skip
+    measured, utility, _ = reference
+    auc_lines.append(
+        f"| no DP | | {utility['test_accuracy']:.3f} | "
+        + " | ".join(cells(measured, "auc"))
+        + " | | 1.000 |"
     )
+    tpr_lines.append(
+        "| no DP | " + " | ".join(cells(measured, "tpr_at_1_fpr")) + " | 1.000 | "
+        + " | ".join(cells(measured, "tpr_at_0_1_fpr")) + " |"
+    )  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     chance_se = np.sqrt((2 * m + 1) / (12 * m * m))  # Hanley-McNeil at AUC 0.5, m vs m
     text = (
-        "# DP-SGD epsilon sweep on digits (the Curvature Clues DP protocol)\n\n"
-        f"Generated by `{command}` on 2 CPU cores in {minutes:.0f} minutes. Model `{args.model}`, "
-        f"SGD (lr {args.lr}, momentum 0.5, batch {args.batch_size}), {args.epochs} epochs, "
-        f"each model trains on about {m} samples; {args.models} "
+        f"# DP-SGD epsilon sweep (the Curvature Clues DP protocol): {what}\n\n"
+        f"Generated by `{command}` on 2 CPU cores in {minutes:.0f} minutes. "
+        f"Each model trains on about {m} samples; {args.models} "
         f"models per epsilon with paired Bernoulli(0.5) keep-masks, {args.targets} of them in "
-        "turn the target. AUROC mean ± std over targets; with m members and m non-members a "
+        "turn the target. Metrics mean ± std over targets; with m members and m non-members a "
         f"single target's AUROC has a standard error of about {chance_se:.3f} "
         "at chance, and paired targets share shadows, so differences below about twice that "
         "are noise. The bound's constants were fitted to "
         f"the {CURVATURE} column (m = {m}): offset {fit.offset:.3g}, scale {fit.scale:.3g}, "
-        f"lifted by {fit.margin:.3f} to lie above every point.\n\n" + "\n".join(lines) + "\n"
+        f"lifted by {fit.margin:.3f} to lie above every point. `DP max` is the most any "
+        "attack can reach under the accountant's (epsilon, delta).\n\n"
+        + "\n".join(auc_lines)
+        + "\n\nTPR at low FPR:\n\n"
+        + "\n".join(tpr_lines)
+        + "\n"
     )
-    (args.out / "dp_epsilon_sweep.md").write_text(text)
-    plot(rows, fit, args.out / "dp_epsilon_sweep.png",
-         f"digits, {args.model}, {args.models} models per epsilon, m = {m}")  # fmt: skip
+    (args.out / f"{stem}.md").write_text(text)
+    plot(rows, fit, args.out / f"{stem}.png",
+         f"{args.preset or args.model}, {args.models} models per epsilon, m = {m}")  # fmt: skip
     print(text)
 
 

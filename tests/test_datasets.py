@@ -1,8 +1,8 @@
-"""Dataset plugins: the embedded digits, synthetic data, and local torchvision folders."""
+"""Dataset plugins: the embedded digits, synthetic data, and local torchvision folders (the idx
+files of MNIST and Fashion-MNIST: test_idx_datasets.py)."""
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +11,7 @@ import torch
 from PIL import Image
 from privbench_plugins.datasets.digits import Digits
 from privbench_plugins.datasets.synthetic import Synthetic
-from privbench_plugins.datasets.torchvision_datasets import (
-    CIFAR10,
-    CIFAR100,
-    MNIST,
-    FashionMNIST,
-    ImageFolder,
-)
+from privbench_plugins.datasets.torchvision_datasets import CIFAR10, CIFAR100, ImageFolder
 from sklearn.datasets import load_digits
 
 from privbench import DatasetNotFoundError, LoadedDataset, UnknownPluginError
@@ -107,53 +101,6 @@ def test_synthetic_label_noise_relabels_train_only():
 # -- torchvision folders --------------------------------------------------------------------------
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    """The big-endian idx format of MNIST: magic (0, 0, type 0x08 = uint8, ndim), dims, bytes."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def _fake_mnist(root: Path, folder: str = "MNIST") -> np.ndarray:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    images = np.random.default_rng(0).integers(0, 256, (30, 28, 28))
-    _write_idx(raw / "train-images-idx3-ubyte", images)
-    _write_idx(raw / "train-labels-idx1-ubyte", np.arange(30) % 10)
-    _write_idx(raw / "t10k-images-idx3-ubyte", images[:12])
-    _write_idx(raw / "t10k-labels-idx1-ubyte", (np.arange(12) + 3) % 10)
-    return images
-
-
-def test_mnist_is_read_from_a_local_folder(tmp_path):
-    images = _fake_mnist(tmp_path)
-    data = MNIST().load(str(tmp_path))
-    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
-    assert len(data.train) == 30 and len(data.test) == 12
-    assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.int64
-    assert data.train.y.tolist() == [i % 10 for i in range(30)]
-    assert data.test.y.tolist() == [(i + 3) % 10 for i in range(12)]
-    expected = torch.tensor(images, dtype=torch.float32)[:, None] / 255.0
-    assert torch.equal(data.train.x, expected)
-    assert data.mean[0] == pytest.approx(float(expected.mean()), rel=1e-5)
-    assert not data.hflip_preserves_label
-
-
-def test_limit_takes_a_seeded_subset_of_train_only(tmp_path):
-    _fake_mnist(tmp_path, "FashionMNIST")
-    full = FashionMNIST().load(str(tmp_path))
-    assert full.hflip_preserves_label
-    limited = FashionMNIST(limit=10).load(str(tmp_path))
-    assert len(limited.train) == 10 and len(limited.test) == 12
-    full_rows = {row.tobytes() for row in _rows(full.train.x, full.train.y)}
-    assert all(row.tobytes() in full_rows for row in _rows(limited.train.x, limited.train.y))
-    assert limited.mean[0] == pytest.approx(float(limited.train.x.mean()), rel=1e-5)
-    assert torch.equal(FashionMNIST(limit=10).load(str(tmp_path)).train.x, limited.train.x)
-    reseeded = FashionMNIST(limit=10, seed=1).load(str(tmp_path))
-    assert not torch.equal(reseeded.train.x, limited.train.x)
-    with pytest.raises(ValueError, match="limit"):
-        FashionMNIST(limit=0)
-
-
 def _write_pngs(folder: Path, classes: tuple[str, ...], per_class: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for label in classes:
@@ -195,8 +142,6 @@ def test_imagefolder_without_images_says_how_to_lay_them_out(tmp_path):
 SOURCES = [
     (CIFAR10, "cifar-10-batches-py"),
     (CIFAR100, "cifar-100-python"),
-    (MNIST, "MNIST/raw"),
-    (FashionMNIST, "FashionMNIST/raw"),
     (ImageFolder, "<class name>"),
 ]
 
@@ -218,26 +163,14 @@ def test_no_data_root_asks_for_one(source, expected):
     assert "--data-root DIR or set PRIVBENCH_DATA" in message and "\n" not in message
 
 
-def test_a_partial_mnist_names_the_missing_file(tmp_path):
-    _fake_mnist(tmp_path)
-    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(DatasetNotFoundError, match="lacks t10k-labels-idx1-ubyte"):
-        MNIST().load(str(tmp_path))
-
-
 def test_corrupted_files_are_one_line(tmp_path):
     cifar = tmp_path / "cifar-10-batches-py"
     cifar.mkdir()
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
         (cifar / name).write_bytes(b"not the real file")  # fails torchvision's md5 check
-    mnist = tmp_path / "MNIST" / "raw"
-    mnist.mkdir(parents=True)
-    for name in ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1"):
-        (mnist / f"{name}-ubyte").write_bytes(b"\x00\x00\x08\x07garbage")
-    for source in (CIFAR10, MNIST):
-        with pytest.raises(DatasetNotFoundError, match="incomplete or corrupted") as err:
-            source().load(str(tmp_path))
-        assert "\n" not in str(err.value)
+    with pytest.raises(DatasetNotFoundError, match="incomplete or corrupted") as err:
+        CIFAR10().load(str(tmp_path))
+    assert "\n" not in str(err.value)
 
 
 # -- registry -------------------------------------------------------------------------------------

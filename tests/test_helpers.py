@@ -49,7 +49,7 @@ from privbench.plugins.interfaces import Access
 from privbench.testing import check_dataset, check_model
 
 CPU = torch.device("cpu")
-_MODULES = {"datasets", "evaluation", "gaussian", "models", "queries", "training"}
+_MODULES = {"datasets", "evaluation", "gaussian", "idx", "models", "queries", "training"}
 
 
 def test_the_helpers_import_the_core_directly_not_the_top_level_package():

@@ -24,13 +24,16 @@ MODELS = [
     ("mlp", {}),
     ("mlp", {"depth": "0"}),
     ("timm/test_resnet", {}),
+    ("conv-fc", {}),
+    ("conv-fc", {"norm": "group", "width": "8", "hidden": "16"}),
 ]
 
 
 @pytest.mark.parametrize(
     ("name", "options", "shape"),
     [(name, options, shape) for name, options in MODELS for shape in [(1, 8, 8), (3, 32, 32)]]
-    + [("timm/test_vit", {}, (3, 32, 32))],  # a transformer, built for the input size
+    + [("timm/test_vit", {}, (3, 32, 32))]  # a transformer, built for the input size
+    + [("tanh-cnn", {}, (1, 28, 28)), ("tanh-cnn", {}, (3, 32, 32))],  # strided 8x8: >= 28 px
 )
 def test_logits_features_and_head_agree(registry, name, options, shape):
     torch.manual_seed(0)
@@ -66,16 +69,24 @@ def test_small_cnn_can_memorise_random_labels(registry):
     assert accuracy > 0.9
 
 
-@pytest.mark.parametrize("name", ["small-cnn", "mlp"])
-def test_small_models_give_opacus_per_sample_gradients(registry, name):
+@pytest.mark.parametrize(
+    ("name", "options", "shape"),
+    [
+        ("small-cnn", {}, (1, 8, 8)),
+        ("mlp", {}, (1, 8, 8)),
+        ("conv-fc", {"norm": "group"}, (1, 28, 28)),
+        ("tanh-cnn", {}, (1, 28, 28)),
+    ],
+)
+def test_small_models_give_opacus_per_sample_gradients(registry, name, options, shape):
     """DP-SGD trains these as they are: no in-place op, no batch norm."""
     from opacus import GradSampleModule
     from opacus.validators import ModuleValidator
 
     torch.manual_seed(0)
-    net = registry.create("model", name).create((1, 8, 8), 10)
+    net = registry.create("model", name, options).create(shape, 10)
     assert ModuleValidator.validate(net, strict=False) == []
-    x, y = torch.rand(6, 1, 8, 8), torch.arange(6)
+    x, y = torch.rand(6, *shape), torch.arange(6)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "full backward hook is firing ..." without input grads
         F.cross_entropy(
@@ -84,6 +95,13 @@ def test_small_models_give_opacus_per_sample_gradients(registry, name):
     for param in net.parameters():
         assert param.grad_sample.shape == (6, *param.shape)
         assert torch.allclose(param.grad_sample.sum(0), param.grad, atol=1e-5)
+
+
+def test_tanh_cnn_is_papernot_et_al_s_network(registry):
+    """The layer sizes of the papers' CNN: 26,010 parameters for 10 classes on 28x28."""
+    net = registry.create("model", "tanh-cnn").create((1, 28, 28), 10)
+    assert sum(p.numel() for p in net.parameters()) == 26_010
+    assert net.num_features == 32 and isinstance(net.global_pool[-1], torch.nn.Tanh)
 
 
 def test_option_validation(registry):

@@ -12,12 +12,15 @@ Each module has one job:
   way, and ``autocast``;
 - :mod:`~privbench.helpers.models`: the timm-style backbone / pool / head base class;
 - :mod:`~privbench.helpers.datasets`: a ``LoadedDataset`` with the train split's per-channel
-  statistics.
+  statistics;
+- :mod:`~privbench.helpers.idx`: the idx files of the MNIST family, gzipped or not, verified as
+  they are read.
 """
 
 from privbench.helpers.datasets import channel_stats, loaded_dataset
 from privbench.helpers.evaluation import accuracy, count_classes, model_outputs, predictions
 from privbench.helpers.gaussian import GaussianFit, fill_missing_means, mean_shift, normal_logpdf
+from privbench.helpers.idx import read_idx
 from privbench.helpers.models import TimmStyleNet, mlp_features
 from privbench.helpers.queries import mirror_averaged_logits
 from privbench.helpers.training import (
@@ -42,6 +45,7 @@ __all__ = [
     "model_outputs",
     "normal_logpdf",
     "predictions",
+    "read_idx",
     "seeded_generator",
     "shuffled_batches",
     "train_epochs",

@@ -1,4 +1,5 @@
-"""torchvision's image datasets, read from a local folder (``--data-root`` / ``PRIVBENCH_DATA``).
+"""torchvision's image datasets, CIFAR and class-per-folder images, read from a local folder
+(``--data-root`` / ``PRIVBENCH_DATA``).
 
 privbench never downloads: every class is built with ``download=False``, and the files that
 torchvision will read are checked first, so a missing dataset gets one line of ours saying where
@@ -20,7 +21,7 @@ from privbench.helpers import loaded_dataset
 
 ROOT_HINT = "pass --data-root DIR or set PRIVBENCH_DATA"
 
-# Errors torchvision's readers raise on truncated or foreign files (MNIST's idx parser asserts).
+# Errors torchvision's readers raise on truncated or foreign files.
 _CORRUPT = (RuntimeError, ValueError, TypeError, AssertionError, OSError, EOFError)
 
 
@@ -159,50 +160,6 @@ class CIFAR100(_CIFAR):
 
 
 @attrs.frozen
-class _MNISTLike(_TorchvisionSource):
-    """Reads the uncompressed idx files in ``root/<Class>/raw``, as torchvision's MNIST does."""
-
-    def folder(self, dataset_class: Any) -> str:
-        return f"{dataset_class.__name__}/raw"  # torchvision's MNIST.raw_folder
-
-    def what(self, dataset_class: Any) -> str:
-        return (
-            "the four uncompressed idx files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte)"
-        )
-
-    def required_files(self, dataset_class: Any, root: Path) -> list[str]:
-        # torchvision also accepts the legacy processed/{training,test}.pt pair instead of raw/.
-        processed = root / dataset_class.__name__ / "processed"
-        if all((processed / name).is_file() for name in ("training.pt", "test.pt")):
-            return []
-        return [Path(url).name.removesuffix(".gz") for url, _md5 in dataset_class.resources]
-
-
-@attrs.frozen
-class MNIST(_MNISTLike):
-    """Digits change class when mirrored (or become non-digits), so flips are off."""
-
-    name: ClassVar[str] = "mnist"
-    description: ClassVar[str] = "MNIST (28x28 grey digits, 10 classes) from --data-root"
-    title: ClassVar[str] = "MNIST"
-    torchvision_class: ClassVar[str] = "MNIST"
-    hflip: ClassVar[bool] = False
-
-
-@attrs.frozen
-class FashionMNIST(_MNISTLike):
-    """Flips are on: every Fashion-MNIST class (shirt, shoe, bag, ...) is still itself when
-    mirrored, even where the item is asymmetric (a left shoe mirrors into a right shoe)."""
-
-    name: ClassVar[str] = "fashion-mnist"
-    description: ClassVar[str] = "Fashion-MNIST (28x28 grey clothing, 10 classes) from --data-root"
-    title: ClassVar[str] = "Fashion-MNIST"
-    torchvision_class: ClassVar[str] = "FashionMNIST"
-    hflip: ClassVar[bool] = True
-
-
-@attrs.frozen
 class ImageFolder:
     """Images in class folders (``root/<class>/*.png``), or ``root/train`` and ``root/test``
     each laid out so; without those two, the images are split into train and test here,
@@ -295,5 +252,5 @@ class ImageFolder:
 
 @hookimpl
 def register_datasets(register):
-    for source in (CIFAR10, CIFAR100, MNIST, FashionMNIST, ImageFolder):
+    for source in (CIFAR10, CIFAR100, ImageFolder):
         register(source)
