@@ -136,6 +136,27 @@ def test_presets_fill_in_what_was_not_given(tmp_path, capsys):
     assert code == 2 and "did you mean 'quick'" in err
 
 
+def test_the_fashion_mnist_presets_set_model_recipe_and_dp_and_flags_win():
+    from privbench.engine.settings import build_spec
+    from privbench.plugins import get_registry
+
+    registry = get_registry()
+    plain, notes = build_spec(registry, preset="fashion-mnist")
+    assert (plain.dataset.name, plain.model.name, plain.defense.name) == (
+        "fashion-mnist",
+        "conv-fc",
+        "none",
+    )
+    assert (plain.recipe.epochs, plain.recipe.augment, plain.population) == (15, "flip", 10_000)
+    assert any("preset fashion-mnist" in note for note in notes)
+    dp, _ = build_spec(registry, preset="fashion-mnist-dp", epochs=2, dataset="digits")
+    assert dp.model.name == "tanh-cnn" and dp.dataset.name == "digits"  # flags win
+    assert dp.defense.name == "dp-sgd"
+    assert dict(dp.defense.options) == {"epsilon": 3.0, "max_grad_norm": 0.1}
+    assert (dp.recipe.epochs, dp.recipe.batch_size, dp.recipe.lr) == (2, 2048, 4.0)
+    assert (dp.recipe.schedule, dp.recipe.weight_decay) == ("constant", 0.0)
+
+
 def test_mirrored_queries_on_digits_are_refused_without_a_result(capsys, tmp_path):
     ws = tmp_path / "ws"
     args = [

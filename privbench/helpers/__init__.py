@@ -12,12 +12,12 @@ Each module has one job:
   way, and ``autocast``;
 - :mod:`~privbench.helpers.models`: the timm-style backbone / pool / head base class;
 - :mod:`~privbench.helpers.datasets`: a ``LoadedDataset`` with the train split's per-channel
-  statistics;
+  statistics, and the seeded subset of a ``limit`` option;
 - :mod:`~privbench.helpers.idx`: the idx files of the MNIST family, gzipped or not, verified as
   they are read.
 """
 
-from privbench.helpers.datasets import channel_stats, loaded_dataset
+from privbench.helpers.datasets import channel_stats, limit_indices, loaded_dataset
 from privbench.helpers.evaluation import accuracy, count_classes, model_outputs, predictions
 from privbench.helpers.gaussian import GaussianFit, fill_missing_means, mean_shift, normal_logpdf
 from privbench.helpers.idx import read_idx
@@ -38,6 +38,7 @@ __all__ = [
     "channel_stats",
     "count_classes",
     "fill_missing_means",
+    "limit_indices",
     "loaded_dataset",
     "mean_shift",
     "mirror_averaged_logits",

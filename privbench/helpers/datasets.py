@@ -1,9 +1,10 @@
 """What a dataset plugin's ``load`` returns, built from its two splits: the per-channel
 normalisation statistics of the train split, which every model applies inside (the core's
-``Model`` wrapper), computed once here."""
+``Model`` wrapper), computed once here; and the seeded subset a ``limit`` option keeps."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from privbench.plugins.interfaces import LoadedDataset, TensorData
@@ -18,6 +19,14 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
     std = tuple(x.std(dim=(0, 2, 3)).clamp_min(STD_FLOOR).tolist())
     return mean, std
+
+
+def limit_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """At most *limit* of the indices ``0..n-1``: a sorted random subset drawn with *seed* (all of
+    them without a limit), taken before the pixels are converted so a small limit stays cheap."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def loaded_dataset(

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from privbench import DatasetNotFoundError, LoadedDataset, TensorData, hookimpl
-from privbench.helpers import loaded_dataset, read_idx
+from privbench.helpers import limit_indices, loaded_dataset, read_idx
 
 ROOT_HINT = "pass --data-root DIR or set PRIVBENCH_DATA"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -39,13 +39,6 @@ def _file_in(folder: Path, name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _limit_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded subset, taken before conversion so a small ``limit`` stays cheap."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def _split(images_path: Path, labels_path: Path, keep: int | None, seed: int) -> TensorData:
@@ -68,7 +61,7 @@ def _split(images_path: Path, labels_path: Path, keep: int | None, seed: int) ->
         )
     # Indexing copies the read-only bytes, so torch gets a writable array; the subset is taken
     # before the conversion to float, which then allocates one float copy of it only.
-    index = _limit_indices(len(labels), keep, seed)
+    index = limit_indices(len(labels), keep, seed)
     images, labels = images[index], labels[index]
     x = torch.from_numpy(images[:, None]).float().div_(255.0)
     return TensorData(x, torch.from_numpy(labels.astype(np.int64)))

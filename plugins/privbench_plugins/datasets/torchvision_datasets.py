@@ -17,19 +17,12 @@ import numpy as np
 import torch
 
 from privbench import DatasetNotFoundError, LoadedDataset, TensorData, hookimpl
-from privbench.helpers import loaded_dataset
+from privbench.helpers import limit_indices, loaded_dataset
 
 ROOT_HINT = "pass --data-root DIR or set PRIVBENCH_DATA"
 
 # Errors torchvision's readers raise on truncated or foreign files.
 _CORRUPT = (RuntimeError, ValueError, TypeError, AssertionError, OSError, EOFError)
-
-
-def _limit_indices(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded subset, taken before conversion so a small ``limit`` stays cheap."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def _to_images(array: Any) -> torch.Tensor:
@@ -103,7 +96,7 @@ class _TorchvisionSource:
             train_set, test_set = (
                 dataset_class(str(root), train=t, download=False) for t in (True, False)
             )
-            keep = _limit_indices(len(train_set.targets), self.limit, self.seed)
+            keep = limit_indices(len(train_set.targets), self.limit, self.seed)
             train, test = (
                 TensorData(
                     _to_images(np.asarray(s.data)[index]),
@@ -244,7 +237,7 @@ class ImageFolder:
             train_idx, test_idx = self._split(everything)
             train, test = everything.subset(train_idx), everything.subset(test_idx)
             names = [all_names[i] for i in train_idx]
-        keep = _limit_indices(len(train), self.limit, self.seed)
+        keep = limit_indices(len(train), self.limit, self.seed)
         return loaded_dataset(
             train.subset(keep), test, len(classes), train_names=tuple(names[i] for i in keep)
         )
