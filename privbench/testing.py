@@ -29,6 +29,7 @@ from privbench.engine.contracts import (
     check_dataset,
     check_defense,
     check_model,
+    check_model_shapes,
     check_plugin_class,
     check_reconstruction_attack,
     check_scorer,
@@ -48,6 +49,7 @@ __all__ = [
     "check_dataset",
     "check_defense",
     "check_model",
+    "check_model_shapes",
     "check_plugin_class",
     "check_reconstruction_attack",
     "check_scorer",
@@ -127,13 +129,13 @@ class ScorerContract(_Contract):
 
 
 class ModelContract(_Contract):
-    """A model: timm's API on colour and grey inputs, input gradients."""
+    """A model: timm's API on colour and grey inputs (at its ``min_input_size`` at least),
+    input gradients."""
 
     kind = "model"
 
     def check(self) -> Any:
-        check_model(self.plugin_class, (3, 16, 16), **self.options)
-        check_model(self.plugin_class, (1, 8, 8), **self.options)
+        check_model_shapes(self.plugin_class, **self.options)
 
 
 class DefenseContract(_Contract):

@@ -33,7 +33,7 @@ MODELS = [
     ("name", "options", "shape"),
     [(name, options, shape) for name, options in MODELS for shape in [(1, 8, 8), (3, 32, 32)]]
     + [("timm/test_vit", {}, (3, 32, 32))]  # a transformer, built for the input size
-    + [("tanh-cnn", {}, (1, 28, 28)), ("tanh-cnn", {}, (3, 32, 32))],  # strided 8x8: >= 28 px
+    + [("tanh-cnn", {}, shape) for shape in [(1, 28, 28), (3, 32, 32), (1, 16, 16)]],
 )
 def test_logits_features_and_head_agree(registry, name, options, shape):
     torch.manual_seed(0)
@@ -102,6 +102,16 @@ def test_tanh_cnn_is_papernot_et_al_s_network(registry):
     net = registry.create("model", "tanh-cnn").create((1, 28, 28), 10)
     assert sum(p.numel() for p in net.parameters()) == 26_010
     assert net.num_features == 32 and isinstance(net.global_pool[-1], torch.nn.Tanh)
+
+
+def test_a_model_too_big_for_the_images_is_refused_in_one_line(tmp_path):
+    import privbench
+    from privbench.plugins import get_registry
+
+    with pytest.raises(PrivbenchError, match=r"needs images of at least 16x16 pixels.*8x8") as err:
+        privbench.audit(model="tanh-cnn", population=40, shadows=0, workspace=tmp_path)
+    assert "\n" not in str(err.value)
+    assert get_registry().get("model", "tanh-cnn").cls.min_input_size == 16
 
 
 def test_option_validation(registry):

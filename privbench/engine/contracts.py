@@ -254,6 +254,14 @@ def check_reconstruction_attack(cls: type, train_size: int = 4, **options: Any) 
     return candidates.detach().float().cpu()
 
 
+def check_model_shapes(cls: type, **options: Any) -> None:
+    """:func:`check_model` on colour 16x16 and grey 8x8 images (each side raised to the class's
+    ``min_input_size``, where it declares one)."""
+    least = int(getattr(cls, "min_input_size", 0))
+    for channels, side in ((3, 16), (1, 8)):
+        check_model(cls, (channels, max(side, least), max(side, least)), **options)
+
+
 def check_component(component: Any, registry: Registry | None = None) -> str:
     """The contract check of a registered component's kind, with its default options (what
     ``privbench plugins --check`` runs). Returns a note on what was checked; raises
@@ -266,8 +274,7 @@ def check_component(component: Any, registry: Registry | None = None) -> str:
     elif component.kind == "scorer":
         check_scorer(cls)
     elif component.kind == "model":
-        check_model(cls, (3, 16, 16))
-        check_model(cls, (1, 8, 8))
+        check_model_shapes(cls)
     elif component.kind == "defense":
         check_defense(cls)
     else:

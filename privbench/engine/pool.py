@@ -193,6 +193,13 @@ class Pool:
         with one line before any training."""
         spec, dataset = self.spec, self.dataset
         c, h, w = dataset.input_shape
+        least = int(getattr(self.components.model.instance, "min_input_size", 0))
+        if min(h, w) < least:
+            raise PrivbenchError(
+                f"model '{spec.model.name}' needs images of at least {least}x{least} pixels; "
+                f"dataset '{spec.dataset.name}' has {h}x{w} (choose a model for small images, "
+                "such as small-cnn)"
+            )
         try:
             model = self.build_model().eval()
             with torch.no_grad():

@@ -66,6 +66,11 @@ class ModelFactory(Protocol):
 
     The network follows timm's API: ``forward_features(x)``, ``forward_head(f, pre_logits=...)``
     and ``get_classifier()``, so that the core can read penultimate features.
+
+    A network that cannot take small images (strided convolutions built for 28x28) says so with
+    an optional ``min_input_size: ClassVar[int]`` (pixels of the shorter side): an audit on
+    smaller images is then refused with one line before anything trains, and the contract
+    checks build it at that size.
     """
 
     name: ClassVar[str]

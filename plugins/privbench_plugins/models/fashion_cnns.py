@@ -99,6 +99,8 @@ class TanhCNN:
     description: ClassVar[str] = (
         "the end-to-end DP-SGD CNN of Papernot et al. 2021 / Tramer & Boneh 2021 (tanh, 28x28)"
     )
+    min_input_size: ClassVar[int] = 16
+    """Two stride-2 convs (8x8, 4x4) and two 2x2 pools leave 1 pixel of a 16x16 image."""
 
     width: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     """Channels of the first conv (the second has twice as many); 16 in the papers."""
