@@ -170,7 +170,12 @@ def _replace(folder: Path, name: str, array: np.ndarray) -> Path:
 @pytest.mark.parametrize(
     ("name", "array", "says"),
     [
-        ("train-labels-idx1-ubyte", np.arange(29, dtype=np.uint8) % 10, "labels for the 30"),
+        (
+            "train-labels-idx1-ubyte",
+            np.arange(29, dtype=np.uint8) % 10,
+            "holds 29 labels for the 30",
+        ),
+        ("train-labels-idx1-ubyte", np.zeros((30, 2), np.uint8), "holds a 30x2 array of labels"),
         ("t10k-labels-idx1-ubyte", np.full(12, 10, np.uint8), "labels outside 0..9"),
         ("train-images-idx3-ubyte", np.zeros((30, 28, 28), ">i4"), "not N x height x width"),
         ("train-images-idx3-ubyte", np.zeros((30, 784), np.uint8), "not N x height x width"),

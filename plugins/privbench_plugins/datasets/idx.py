@@ -51,8 +51,9 @@ def _split(images_path: Path, labels_path: Path, keep: int | None, seed: int) ->
             "N x height x width bytes; replace it with the original"
         )
     if labels.ndim != 1 or len(labels) != len(images):
+        held = len(labels) if labels.ndim == 1 else f"a {'x'.join(map(str, labels.shape))} array of"
         raise DatasetNotFoundError(
-            f"{labels_path} holds {labels.shape} labels for the {len(images)} images of "
+            f"{labels_path} holds {held} labels for the {len(images)} images of "
             f"{images_path.name}: the two files do not belong together"
         )
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < NUM_CLASSES:
