@@ -158,6 +158,8 @@ def plot_sizes(sizes: list[int], runs: list[dict], path: Path, title: str) -> No
             axes.errorbar(members, means, yerr=half, marker="o", markersize=3, capsize=2,
                           label=label)  # fmt: skip
         axes.set_xscale("log")
+        axes.set_xticks(members, [f"{m:,}" for m in members])
+        axes.minorticks_off()
         axes.set_xlabel("members per model")
         axes.set_ylabel(f"{column} (mean, 95% CI over targets)")
         axes.grid(True, alpha=0.3)

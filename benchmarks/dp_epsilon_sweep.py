@@ -63,10 +63,10 @@ def run_pool(workspace: Path, epsilon: float | None, args: argparse.Namespace) -
         preset = get_preset(args.preset).values
         if epsilon is None:
             setting = {"preset": args.reference_preset, "model": preset["model"]}
-            setting |= {"defense": "none", "defense_options": {}}
+            setting |= {"defense": "none", "defense_options": {}, **dict(args.reference_recipe)}
         else:
             options = dict(preset.get("defense_options", {})) | {"epsilon": epsilon}
-            setting = {"preset": args.preset, "defense_options": options}
+            setting = {"preset": args.preset, "defense_options": options, **dict(args.recipe)}
     else:
         setting = {
             "model": args.model,
@@ -127,6 +127,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default=None, help="dataset, model, recipe, DP options")
     parser.add_argument("--reference-preset", default="fashion-mnist", help="the no-DP row's")
+    recipe_value = lambda kv: (kv.split("=", 1)[0].replace("-", "_"), kv.split("=", 1)[1])  # noqa: E731
+    parser.add_argument(
+        "--recipe", action="append", default=[], type=recipe_value,
+        help="KEY=VALUE: a recipe field over the preset's, DP rows (e.g. batch-size=256)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--reference-recipe", action="append", default=[], type=recipe_value,
+        help="KEY=VALUE: a recipe field over the reference preset's, the no-DP row",
+    )  # fmt: skip
     parser.add_argument("--name", default=None, help="output file suffix")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
@@ -135,7 +144,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.preset:
         setting = f"--preset {args.preset} --reference-preset {args.reference_preset}"
-        what = f"preset {args.preset} (no-DP row: {args.reference_preset}'s recipe)"
+        setting += "".join(f" --recipe {k.replace('_', '-')}={v}" for k, v in args.recipe)
+        setting += "".join(
+            f" --reference-recipe {k.replace('_', '-')}={v}" for k, v in args.reference_recipe
+        )
+        changed = ", ".join(f"{k} {v}" for k, v in args.recipe)
+        what = f"preset {args.preset}" + (f" ({changed})" if changed else "")
+        what += f"; no-DP row: {args.reference_preset}'s recipe"
+        if args.reference_recipe:
+            what += " (" + ", ".join(f"{k} {v}" for k, v in args.reference_recipe) + ")"
     else:
         setting = (
             f"--model {args.model} --epochs {args.epochs} --batch-size {args.batch_size} "
