@@ -38,8 +38,10 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 import privbench
+from privbench import OptionError
 from privbench.analysis.metrics import roc_auc_score
 from privbench.engine.presets import get_preset
+from privbench.plugins.options import parse_assignments
 from privbench.results.parts import MembershipScores
 from privbench.results.plots import plot_roc
 
@@ -179,13 +181,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="300,600,1257")
     parser.add_argument("--epochs", type=int, default=30, help="without --preset")
     parser.add_argument("--min-steps", type=int, default=0, help="SGD steps per model at least")
-    parser.add_argument(
-        "--model-option", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1))
-    )
+    parser.add_argument("--model-option", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        args.model_option = list(
+            parse_assignments(args.model_option, flag="--model-option").items()
+        )
+    except OptionError as err:
+        parser.error(str(err))
     sizes = [int(s) for s in args.sizes.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     setting = f"--preset {args.preset}" if args.preset else f"--epochs {args.epochs}"

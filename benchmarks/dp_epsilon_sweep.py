@@ -38,8 +38,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import privbench
+from privbench import OptionError
 from privbench.analysis.theory import dp_auc_bound, fit_curvature_distinguishability
 from privbench.engine.presets import get_preset
+from privbench.plugins.options import parse_assignments
 
 ATTACKS = [
     ("loss", "loss", {}),
@@ -114,6 +116,11 @@ def plot(rows: list, fit, path: Path, title: str) -> None:
     figure.savefig(path)
 
 
+def recipe_fields(items: list[str], flag: str) -> list[tuple[str, str]]:
+    """``["batch-size=256"]`` to ``[("batch_size", "256")]``: run parameters and their values."""
+    return [(k.replace("-", "_"), v) for k, v in parse_assignments(items, flag=flag).items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epsilons", default="1,2,4,8,16,32,50")
@@ -127,19 +134,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default=None, help="dataset, model, recipe, DP options")
     parser.add_argument("--reference-preset", default="fashion-mnist", help="the no-DP row's")
-    recipe_value = lambda kv: (kv.split("=", 1)[0].replace("-", "_"), kv.split("=", 1)[1])  # noqa: E731
     parser.add_argument(
-        "--recipe", action="append", default=[], type=recipe_value,
+        "--recipe", action="append", default=[],
         help="KEY=VALUE: a recipe field over the preset's, DP rows (e.g. batch-size=256)",
     )  # fmt: skip
     parser.add_argument(
-        "--reference-recipe", action="append", default=[], type=recipe_value,
+        "--reference-recipe", action="append", default=[],
         help="KEY=VALUE: a recipe field over the reference preset's, the no-DP row",
     )  # fmt: skip
     parser.add_argument("--name", default=None, help="output file suffix")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        args.recipe = recipe_fields(args.recipe, "--recipe")
+        args.reference_recipe = recipe_fields(args.reference_recipe, "--reference-recipe")
+    except OptionError as err:
+        parser.error(str(err))
     epsilons = [float(e) for e in args.epsilons.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.preset:

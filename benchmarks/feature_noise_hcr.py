@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 import privbench
+from privbench import OptionError
+from privbench.plugins.options import parse_assignments
 
 
 def audit(args: argparse.Namespace, workspace: Path, scale: float | None) -> privbench.AuditResult:
@@ -55,13 +57,17 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="instead of the preset's")
-    parser.add_argument(
-        "--model-option", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1))
-    )
+    parser.add_argument("--model-option", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--name", default="fashion_mnist")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        args.model_option = list(
+            parse_assignments(args.model_option, flag="--model-option").items()
+        )
+    except OptionError as err:
+        parser.error(str(err))
     scales = [float(s) for s in args.scales.split(",")]
     command = (
         f"python benchmarks/feature_noise_hcr.py --preset {args.preset} --scales {args.scales} "

@@ -30,7 +30,9 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 import privbench
+from privbench import OptionError
 from privbench.plugins import get_registry
+from privbench.plugins.options import parse_assignments
 
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -76,13 +78,17 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=None, help="instead of the preset's")
-    parser.add_argument(
-        "--model-option", action="append", default=[], type=lambda kv: tuple(kv.split("=", 1))
-    )
+    parser.add_argument("--model-option", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--name", default="fashion_mnist")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        args.model_option = list(
+            parse_assignments(args.model_option, flag="--model-option").items()
+        )
+    except OptionError as err:
+        parser.error(str(err))
     command = (
         f"python benchmarks/memorization_curvature.py --preset {args.preset} "
         f"--models {args.models} --population {args.population} --seed {args.seed} "
