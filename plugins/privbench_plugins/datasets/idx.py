@@ -78,6 +78,8 @@ class _IdxDataset:
     """torchvision's folder name for it (files under ``<root>/<folder>/raw``)."""
     default_folder: ClassVar[Path | None] = None
     """Where to read it without a data root (a system package's folder), if anywhere."""
+    default_package: ClassVar[str] = ""
+    """The Debian package that installs :attr:`default_folder`."""
     hflip: ClassVar[bool]
 
     limit: int | None = attrs.field(
@@ -119,7 +121,7 @@ class _IdxDataset:
             hint = f"put {what} in one of them (privbench never downloads), or {ROOT_HINT}"
         else:
             hint = (
-                "install Debian's copy (apt-get install dataset-fashion-mnist), "
+                f"install Debian's copy (apt-get install {self.default_package}), "
                 f"or {ROOT_HINT} with {what}"
             )
         raise DatasetNotFoundError(f"{self.title} not found in {looked}: {hint}")
@@ -160,6 +162,7 @@ class FashionMNIST(_IdxDataset):
     title: ClassVar[str] = "Fashion-MNIST"
     torchvision_folder: ClassVar[str] = "FashionMNIST"
     default_folder: ClassVar[Path | None] = DEBIAN_FASHION_MNIST
+    default_package: ClassVar[str] = "dataset-fashion-mnist"
     hflip: ClassVar[bool] = True
 
 
