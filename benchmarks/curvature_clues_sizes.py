@@ -33,15 +33,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _flags import as_flags, key_values
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
 import privbench
-from privbench import OptionError
 from privbench.analysis.metrics import roc_auc_score
 from privbench.engine.presets import get_preset
-from privbench.plugins.options import parse_assignments
 from privbench.results.parts import MembershipScores
 from privbench.results.plots import plot_roc
 
@@ -87,7 +86,7 @@ def run_size(workspace: Path, size: int, args: argparse.Namespace) -> dict:
         preset = get_preset(args.preset).values
         epochs, batch = preset.get("epochs", epochs), preset.get("batch_size", 64)
         epochs = max(epochs, math.ceil(args.min_steps / math.ceil(size / 2 / batch)))
-    recipe = {"epochs": epochs, "model_options": dict(args.model_option) or None}
+    recipe = {"epochs": epochs, "model_options": args.model_option or None}
     utility = None
     for label, name, options in ATTACKS:
         started = time.perf_counter()
@@ -186,16 +185,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
-    try:
-        args.model_option = list(
-            parse_assignments(args.model_option, flag="--model-option").items()
-        )
-    except OptionError as err:
-        parser.error(str(err))
+    args.model_option = key_values(parser, args.model_option, "--model-option")
     sizes = [int(s) for s in args.sizes.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     setting = f"--preset {args.preset}" if args.preset else f"--epochs {args.epochs}"
-    options = "".join(f" --model-option {k}={v}" for k, v in args.model_option)
+    options = as_flags("--model-option", args.model_option)
     steps = f" --min-steps {args.min_steps}" if args.min_steps else ""
     command = (
         f"python benchmarks/curvature_clues_sizes.py {setting} --name {args.name} "
@@ -220,7 +214,7 @@ def write(sizes: list[int], runs: list[dict], args: argparse.Namespace, command:
     stem = f"curvature_clues_{args.name}"
     what = args.preset or f"digits, small-cnn, {args.epochs} epochs"
     if args.model_option:
-        what += " (" + ", ".join(f"{k}={v}" for k, v in args.model_option) + ")"
+        what += " (" + ", ".join(f"{k}={v}" for k, v in args.model_option.items()) + ")"
     plot_roc(
         runs[-1]["curves"],
         args.out / f"{stem}_roc.png",

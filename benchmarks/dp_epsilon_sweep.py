@@ -34,14 +34,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _flags import as_flags, key_values
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import privbench
-from privbench import OptionError
 from privbench.analysis.theory import dp_auc_bound, fit_curvature_distinguishability
 from privbench.engine.presets import get_preset
-from privbench.plugins.options import parse_assignments
 
 ATTACKS = [
     ("loss", "loss", {}),
@@ -65,10 +64,10 @@ def run_pool(workspace: Path, epsilon: float | None, args: argparse.Namespace) -
         preset = get_preset(args.preset).values
         if epsilon is None:
             setting = {"preset": args.reference_preset, "model": preset["model"]}
-            setting |= {"defense": "none", "defense_options": {}, **dict(args.reference_recipe)}
+            setting |= {"defense": "none", "defense_options": {}, **args.reference_recipe}
         else:
             options = dict(preset.get("defense_options", {})) | {"epsilon": epsilon}
-            setting = {"preset": args.preset, "defense_options": options, **dict(args.recipe)}
+            setting = {"preset": args.preset, "defense_options": options, **args.recipe}
     else:
         setting = {
             "model": args.model,
@@ -116,11 +115,6 @@ def plot(rows: list, fit, path: Path, title: str) -> None:
     figure.savefig(path)
 
 
-def recipe_fields(items: list[str], flag: str) -> list[tuple[str, str]]:
-    """``["batch-size=256"]`` to ``[("batch_size", "256")]``: run parameters and their values."""
-    return [(k.replace("-", "_"), v) for k, v in parse_assignments(items, flag=flag).items()]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epsilons", default="1,2,4,8,16,32,50")
@@ -146,24 +140,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
-    try:
-        args.recipe = recipe_fields(args.recipe, "--recipe")
-        args.reference_recipe = recipe_fields(args.reference_recipe, "--reference-recipe")
-    except OptionError as err:
-        parser.error(str(err))
+    args.recipe = key_values(parser, args.recipe, "--recipe")
+    args.reference_recipe = key_values(parser, args.reference_recipe, "--reference-recipe")
     epsilons = [float(e) for e in args.epsilons.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     if args.preset:
         setting = f"--preset {args.preset} --reference-preset {args.reference_preset}"
-        setting += "".join(f" --recipe {k.replace('_', '-')}={v}" for k, v in args.recipe)
-        setting += "".join(
-            f" --reference-recipe {k.replace('_', '-')}={v}" for k, v in args.reference_recipe
-        )
-        changed = ", ".join(f"{k} {v}" for k, v in args.recipe)
+        setting += as_flags("--recipe", args.recipe)
+        setting += as_flags("--reference-recipe", args.reference_recipe)
+        changed = ", ".join(f"{k} {v}" for k, v in args.recipe.items())
         what = f"preset {args.preset}" + (f" ({changed})" if changed else "")
         what += f"; no-DP row: {args.reference_preset}'s recipe"
         if args.reference_recipe:
-            what += " (" + ", ".join(f"{k} {v}" for k, v in args.reference_recipe) + ")"
+            what += " (" + ", ".join(f"{k} {v}" for k, v in args.reference_recipe.items()) + ")"
     else:
         setting = (
             f"--model {args.model} --epochs {args.epochs} --batch-size {args.batch_size} "

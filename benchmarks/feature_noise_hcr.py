@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _flags import as_flags, key_values
 
 import privbench
-from privbench import OptionError
-from privbench.plugins.options import parse_assignments
 
 
 def audit(args: argparse.Namespace, workspace: Path, scale: float | None) -> privbench.AuditResult:
@@ -37,7 +36,7 @@ def audit(args: argparse.Namespace, workspace: Path, scale: float | None) -> pri
     return privbench.audit(
         preset=args.preset,
         epochs=args.epochs,
-        model_options=dict(args.model_option) or None,
+        model_options=args.model_option or None,
         defense=defense,
         attacks=["loss"],
         scorers=scorers,
@@ -62,18 +61,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
-    try:
-        args.model_option = list(
-            parse_assignments(args.model_option, flag="--model-option").items()
-        )
-    except OptionError as err:
-        parser.error(str(err))
+    args.model_option = key_values(parser, args.model_option, "--model-option")
     scales = [float(s) for s in args.scales.split(",")]
     command = (
         f"python benchmarks/feature_noise_hcr.py --preset {args.preset} --scales {args.scales} "
         f"--population {args.population} --seed {args.seed} --name {args.name}"
         + (f" --epochs {args.epochs}" if args.epochs else "")
-        + "".join(f" --model-option {k}={v}" for k, v in args.model_option)
+        + as_flags("--model-option", args.model_option)
     )
     started = time.perf_counter()
     rows = []

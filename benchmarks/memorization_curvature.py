@@ -25,14 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _flags import as_flags, key_values
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
 import privbench
-from privbench import OptionError
 from privbench.plugins import get_registry
-from privbench.plugins.options import parse_assignments
 
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -83,25 +82,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
     args = parser.parse_args()
-    try:
-        args.model_option = list(
-            parse_assignments(args.model_option, flag="--model-option").items()
-        )
-    except OptionError as err:
-        parser.error(str(err))
+    args.model_option = key_values(parser, args.model_option, "--model-option")
     command = (
         f"python benchmarks/memorization_curvature.py --preset {args.preset} "
         f"--models {args.models} --population {args.population} --seed {args.seed} "
         f"--name {args.name}"
         + (f" --epochs {args.epochs}" if args.epochs else "")
-        + "".join(f" --model-option {k}={v}" for k, v in args.model_option)
+        + as_flags("--model-option", args.model_option)
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         result = privbench.audit(
             preset=args.preset,
             epochs=args.epochs,
-            model_options=dict(args.model_option) or None,
+            model_options=args.model_option or None,
             attacks=["loss"],
             memorization=True,
             shadows=args.models - 1,
