@@ -68,7 +68,7 @@ class _TorchvisionSource:
         """The files to put there, as a person downloading them would recognise them."""
         raise NotImplementedError
 
-    def required_files(self, dataset_class: Any, root: Path) -> list[str]:
+    def required_files(self, dataset_class: Any) -> list[str]:
         """The file names under :meth:`folder` that torchvision's constructor insists on."""
         raise NotImplementedError
 
@@ -82,7 +82,7 @@ class _TorchvisionSource:
             )
         root = Path(data_root).expanduser()
         expected = root / folder
-        required = self.required_files(dataset_class, root)
+        required = self.required_files(dataset_class)
         missing = [name for name in required if not (expected / name).is_file()]
         if missing:
             lacks = (
@@ -131,7 +131,7 @@ class _CIFAR(_TorchvisionSource):
     def what(self, dataset_class: Any) -> str:
         return f"the extracted '{dataset_class.base_folder}' folder (from {dataset_class.filename})"
 
-    def required_files(self, dataset_class: Any, root: Path) -> list[str]:
+    def required_files(self, dataset_class: Any) -> list[str]:
         listed = dataset_class.train_list + dataset_class.test_list
         return [name for name, _md5 in listed] + [dataset_class.meta["filename"]]
 
