@@ -41,14 +41,19 @@ def _limit_field() -> Any:
 
 
 @attrs.frozen
-class _TorchvisionSource:
-    """Shared loading for torchvision classes that hold ``.data`` and ``.targets`` arrays."""
+class _CIFAR:
+    """CIFAR-10 and CIFAR-100 through torchvision's classes (``.data`` and ``.targets`` arrays).
+
+    CIFAR's batch files are pickles. torchvision verifies the official MD5 of every batch file
+    (and of the meta file) before unpickling any of them, so only the genuine files are ever
+    unpickled: that is why reading them is safe. A file that fails the check surfaces as
+    torchvision's RuntimeError, which becomes our one-line "corrupted" error."""
 
     title: ClassVar[str]
     """The dataset's name in messages."""
     torchvision_class: ClassVar[str]
     """Its class in ``torchvision.datasets``, imported only when the dataset is loaded."""
-    hflip: ClassVar[bool]
+    hflip: ClassVar[bool] = True  # a mirrored car, frog or ship is still one
 
     limit: int | None = _limit_field()
     """Use at most this many train images (a seeded random subset), for CPU-sized runs."""
@@ -62,15 +67,16 @@ class _TorchvisionSource:
 
     def folder(self, dataset_class: Any) -> str:
         """Where torchvision looks, relative to the data root."""
-        raise NotImplementedError
+        return dataset_class.base_folder
 
     def what(self, dataset_class: Any) -> str:
         """The files to put there, as a person downloading them would recognise them."""
-        raise NotImplementedError
+        return f"the extracted '{dataset_class.base_folder}' folder (from {dataset_class.filename})"
 
     def required_files(self, dataset_class: Any) -> list[str]:
         """The file names under :meth:`folder` that torchvision's constructor insists on."""
-        raise NotImplementedError
+        listed = dataset_class.train_list + dataset_class.test_list
+        return [name for name, _md5 in listed] + [dataset_class.meta["filename"]]
 
     def load(self, data_root: str | None) -> LoadedDataset:
         dataset_class = self.dataset_class()
@@ -114,26 +120,6 @@ class _TorchvisionSource:
             ) from None
         num_classes = len(train_set.classes)  # torchvision's list of class names
         return loaded_dataset(train, test, num_classes, hflip_preserves_label=self.hflip)
-
-
-@attrs.frozen
-class _CIFAR(_TorchvisionSource):
-    """CIFAR's batch files are pickles. torchvision verifies the official MD5 of every batch file
-    (and of the meta file) before unpickling any of them, so only the genuine files are ever
-    unpickled: that is why reading them is safe. A file that fails the check surfaces as
-    torchvision's RuntimeError, which becomes our one-line "corrupted" error."""
-
-    hflip: ClassVar[bool] = True  # a mirrored car, frog or ship is still one
-
-    def folder(self, dataset_class: Any) -> str:
-        return dataset_class.base_folder
-
-    def what(self, dataset_class: Any) -> str:
-        return f"the extracted '{dataset_class.base_folder}' folder (from {dataset_class.filename})"
-
-    def required_files(self, dataset_class: Any) -> list[str]:
-        listed = dataset_class.train_list + dataset_class.test_list
-        return [name for name, _md5 in listed] + [dataset_class.meta["filename"]]
 
 
 @attrs.frozen
