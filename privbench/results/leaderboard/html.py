@@ -4,11 +4,14 @@ attacks per defense and a privacy/utility scatter.
 Self-contained because results get mailed, archived and opened offline: no request leaves the
 page (its Content-Security-Policy forbids any), the CSS and the sorting script are inline and the
 plots are inline SVG whose text stays text (``svg.fonttype = 'none'``), which keeps them small
-and sharp. Everything that comes from the database is escaped.
+and sharp. Everything that comes from the database is escaped. A TPR at zero false positives
+(too few non-members for its FPR: :mod:`~privbench.results.leaderboard.rows`) is marked ``†``
+in the table, explained beneath it and, when it is the ranked metric, in the page's header.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -18,7 +21,16 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from privbench.results.leaderboard.rows import TEXT_COLUMNS, columns, rank
+from privbench.results.leaderboard.rows import (
+    MARK,
+    TEXT_COLUMNS,
+    ZERO_FP_NAMES,
+    ZERO_FP_NONMEMBERS,
+    columns,
+    rank,
+    ranking_note,
+    zero_fp_note,
+)
 from privbench.results.plots import figure_svg, mathtext_safe, roc_figure
 from privbench.version import __version__
 
@@ -36,6 +48,7 @@ LABELS = {
     "n_nonmembers": "non-members",
     "test_accuracy": "test acc.",
     "seconds": "seconds",
+    "config": "config",
 }
 
 CSS = """
@@ -62,6 +75,7 @@ th button::after { content: "↕"; color: #b3bbc6; font-weight: 400; }
 th[aria-sort="descending"] button::after { content: "▼"; color: var(--accent); }
 th[aria-sort="ascending"] button::after { content: "▲"; color: var(--accent); }
 .ranked { background: #f2f7fd; font-weight: 600; } thead th.ranked { background: #e3edf9; }
+.zero-fp { color: #8a4b00; } caption p { margin: 2px 0; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 16px; }
 figure { margin: 0; padding: 8px; border: 1px solid var(--line); border-radius: 6px; }
 figure svg { display: block; max-width: 100%; height: auto; margin: 0 auto; }
@@ -110,35 +124,53 @@ def _number(column: str, value: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], by: str) -> str:
-    shown = columns(by)
+    rows = rank(rows, by)
+    shown = columns(by, rows)
+    text_columns = (*TEXT_COLUMNS, "config")
     head = ['<th scope="col" class="num" data-column="rank" data-first="ascending">']
     head[0] += "<button type='button'>rank</button></th>"
     for column in shown:
-        classes = ("" if column in TEXT_COLUMNS else "num ") + ("ranked" if column == by else "")
+        classes = ("" if column in text_columns else "num ") + ("ranked" if column == by else "")
         sort = ' aria-sort="descending"' if column == by else ""
         head.append(
             f'<th scope="col" class="{classes.strip()}" data-column="{column}"{sort}>'
             f"<button type='button'>{escape(LABELS.get(column, column))}</button></th>"
         )
     body = []
-    for position, row in enumerate(rank(rows, by), 1):
+    for position, row in enumerate(rows, 1):
         cells = [f'<td class="num" data-value="{position}">{position}</td>']
         for column in shown:
             value = row[column]
-            if column in TEXT_COLUMNS:
+            if column in text_columns:
                 cells.append(f"<td>{escape(str(value))}</td>")
                 continue
             data = "" if value is None else repr(float(value))
-            ranked = " ranked" if column == by else ""
-            cells.append(
-                f'<td class="num{ranked}" data-value="{data}">{_number(column, value)}</td>'
-            )
+            classes = "num" + (" ranked" if column == by else "")
+            shown_value, title = _number(column, value), ""
+            if column in row["tpr_at_zero_fp"]:
+                # The value stays sortable (data-value); the mark and its reason are shown.
+                classes += " zero-fp"
+                shown_value += MARK
+                title = (
+                    f' title="{ZERO_FP_NAMES[column]} on {row["n_nonmembers"]:,} non-members '
+                    f'(fewer than {ZERO_FP_NONMEMBERS[column]:,}): TPR at zero false positives"'
+                )
+            cells.append(f'<td class="{classes}" data-value="{data}"{title}>{shown_value}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
+    notes = "".join(
+        f"<p>{escape(note)}</p>" for note in filter(None, (zero_fp_note(c, rows) for c in shown))
+    )
     return (
         '<div class="scroll"><table id="leaderboard">'
-        "<caption>Metrics averaged over seeds. Click a header to sort.</caption>"
+        f"<caption><p>Metrics averaged over seeds. Click a header to sort.</p>{notes}</caption>"
         f"<thead><tr>{''.join(head)}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def _run_label(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What one pool of models is known by: dataset, model, defense and the config (the
+    settings that tell runs under the same first three apart; usually empty)."""
+    return (row["dataset"], row["model"], row["defense"], row.get("config", ""))
 
 
 def _roc_figures(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
@@ -146,23 +178,30 @@ def _roc_figures(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     ROC (recorded before ROCs were kept). One attack keeps its colour across figures."""
     attacks = sorted({row["attack"] for row in rows})
     colors = {mathtext_safe(a): f"C{i % 10}" for i, a in enumerate(attacks)}
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    # One figure per pool of models: rows of runs with other settings (a config) get their own,
+    # whose curves would otherwise overwrite each other's under one attack name.
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     missing = []
     for row in rows:
         if row.get("roc") is None:
-            missing.append(" / ".join(row[c] for c in TEXT_COLUMNS))
+            missing.append(
+                " / ".join(filter(None, (*(row[c] for c in TEXT_COLUMNS), row.get("config"))))
+            )
         else:
-            groups[(row["dataset"], row["model"], row["defense"])].append(row)
+            groups[_run_label(row)].append(row)
     figures = []
-    for index, ((dataset, model, defense), members) in enumerate(groups.items()):
+    for index, ((dataset, model, defense, config), members) in enumerate(groups.items()):
         curves = {
             mathtext_safe(r["attack"]): (r["roc"]["fpr"], r["roc"]["tpr"], r["auc"])
             for r in sorted(members, key=lambda r: r["attack"])
         }
-        title = mathtext_safe(f"defense {defense}")  # the caption names the dataset and model
+        # The caption names the dataset and model; a config tells figures of one defense apart.
+        title = mathtext_safe("\n".join([f"defense {defense}", *textwrap.wrap(config, 56)]))
         figure = roc_figure(curves, title=title, colors=colors, size=(4.3, 4.1))
         svg = figure_svg(figure, f"privbench-roc-{index}")
         caption = f"{escape(dataset)} · {escape(model)} · defense <b>{escape(defense)}</b>"
+        if config:
+            caption += f" · {escape(config)}"
         figures.append(
             f'<figure class="roc" data-defense="{escape(defense)}">{svg}'
             f"<figcaption>{caption}: one curve per attack, mean over seeds</figcaption></figure>"
@@ -172,10 +211,10 @@ def _roc_figures(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
 
 def _scatter(rows: list[dict[str, Any]], by: str) -> str | None:
     """Test accuracy against the rank metric: each defense's strongest attack, the others faint."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row["test_accuracy"] is not None and row[by] is not None:
-            groups[(row["dataset"], row["model"], row["defense"])].append(row)
+            groups[_run_label(row)].append(row)
     if not groups:
         return None
     several = len({key[:2] for key in groups}) > 1  # then a label names dataset and model too
@@ -189,7 +228,7 @@ def _scatter(rows: list[dict[str, Any]], by: str) -> str | None:
         best = max(members, key=lambda m: m[by])
         point = (best["test_accuracy"], best[by])
         axes.scatter(*point, s=90, color=color, edgecolors="black", linewidths=0.7, zorder=3)
-        label = " / ".join(key) if several else key[2]
+        label = " / ".join(filter(None, key if several else key[2:]))
         axes.annotate(
             mathtext_safe(f"{label}\n({best['attack']})"),
             point,
@@ -208,6 +247,8 @@ def _scatter(rows: list[dict[str, Any]], by: str) -> str | None:
         "One large point per defense: its strongest attack (the leakage it admits); faint "
         "points: every attack. Lower right is better: a useful model that leaks little."
     )
+    if any(by in row["tpr_at_zero_fp"] for row in rows):
+        caption += f" Some y values are TPRs at zero false positives ({MARK} in the table)."
     return (
         f'<figure class="scatter">{figure_svg(figure, "privbench-scatter")}'
         f"<figcaption>{caption}</figcaption></figure>"
@@ -238,7 +279,12 @@ def render_html(
         f'<p class="meta">ranked by <b>{escape(LABELS[by])}</b> · <b>{len(rows)}</b> '
         f"configurations · privbench {escape(__version__)} · generated {when}</p>",
         '<p class="note">Membership-inference attacks against each (defended) model: higher '
-        "attack metrics mean more leakage about the training data.</p></header>",
+        "attack metrics mean more leakage about the training data.</p>",
+    ]
+    if note := ranking_note(by, rank(rows, by)):
+        parts.append(f'<p class="note zero-fp" id="ranking-note">{escape(note)}</p>')
+    parts += [
+        "</header>",
         f"<section><h2>Leaderboard</h2>{table}</section>",
         "<section><h2>ROC curves per defense (log-log)</h2>",
         f'<div class="plots">{"".join(figures)}</div>' if figures else "",
