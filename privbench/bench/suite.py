@@ -33,6 +33,9 @@ Cells are datasets x models x defenses x seeds; each cell runs every attack on o
 of models (an attack named twice, e.g. LiRA online and offline, gets an audit of its own on the
 same stored models). Every cell is validated (plugin names, options, data, model/data fit)
 before anything trains; an error names the file and the line of the offending entry.
+
+Values are taken as TOML types them, exactly: ``epochs = 2.0`` is not an integer, ``paired = 1``
+and ``memorization = "yes"`` are not booleans (an integer does pass for a float).
 """
 
 from __future__ import annotations
@@ -46,14 +49,28 @@ from typing import Any
 
 import attrs
 
+from privbench.bench.suite_checks import (
+    SPEC_FIELDS,
+    SuiteError,
+    check_options,
+    check_types,
+    entry_line,
+    line_of,
+    read_suite_text,
+    suite_types,
+    table_line,
+    toml_text,
+)
 from privbench.engine.audit import prepare
 from privbench.engine.pool import Pool
 from privbench.engine.presets import PRESETS
-from privbench.engine.settings import RECIPE_PARAMETERS, SPEC_PARAMETERS, build_spec
+from privbench.engine.settings import RECIPE_PARAMETERS, build_spec
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import digest
 from privbench.errors import PrivbenchError
 from privbench.plugins import Registry, get_registry
+from privbench.plugins.interfaces import TrainingRecipe
+from privbench.plugins.options import kind_of, option_fields
 from privbench.results.db import METRIC_COLUMNS
 
 if sys.version_info >= (3, 11):
@@ -61,12 +78,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-_SPEC_FIELDS = set(SPEC_PARAMETERS) - {"seed"}
 _LISTS = ("datasets", "models", "defenses", "attacks")
-
-
-class SuiteError(PrivbenchError):
-    """A malformed suite file: the message starts with ``file:line:``."""
 
 
 @attrs.frozen
@@ -86,19 +98,6 @@ class Suite:
     cells: tuple[Cell, ...]
     rank_by: str = "tpr_at_0_1_fpr"
     """The metric leaderboards rank by (TPR at 0.1% FPR, as the field now reports)."""
-
-
-def _line_of(text: str, needle: str) -> int | None:
-    """The line where *needle* is a key (``needle =``), else where it first appears."""
-    key = re.compile(rf"^\s*{re.escape(needle)}\s*=")
-    lines = text.splitlines()
-    for number, line in enumerate(lines, 1):
-        if key.match(line):
-            return number
-    for number, line in enumerate(lines, 1):
-        if needle in line.split("#")[0]:  # not in a comment that happens to mention it
-            return number
-    return None
 
 
 def _choice(entry: Any, what: str, where: Callable[[str], str]) -> PluginChoice:
@@ -139,12 +138,19 @@ def suite_header(path: str | Path) -> tuple[str, str]:
     """A suite's name and ranking metric, read without validating its cells."""
     path = Path(path)
     try:
-        header = tomllib.loads(path.read_text()).get("suite", {})
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: no such suite file") from None
+        header = tomllib.loads(read_suite_text(path)).get("suite", {})
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"{path}: not valid TOML: {err}") from None
-    return header.get("name", path.stem), header.get("rank_by", "tpr_at_0_1_fpr")
+    if not isinstance(header, dict):
+        raise SuiteError(f"{path}: [suite] must be a table, got {kind_of(header)}")
+    name, rank_by = header.get("name", path.stem), header.get("rank_by", "tpr_at_0_1_fpr")
+    for key, value in (("name", name), ("rank_by", rank_by)):
+        if not isinstance(value, str):
+            raise SuiteError(
+                f"{path}: bad [suite] value '{key}' = {toml_text(value)}: expected a string, "
+                f"got {kind_of(value)}"
+            )
+    return name, rank_by
 
 
 def load_suite(
@@ -164,11 +170,15 @@ def load_suite(
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: no such suite file")
-    text = path.read_text()
+    text = read_suite_text(path)
 
     def where(needle: str) -> str:
-        line = _line_of(text, needle)
+        line = line_of(text, needle)
         return f"{path}:{line}:" if line else f"{path}:"
+
+    def place(table: str, key: str, index: int = 1) -> str:
+        line = table_line(text, table, key, index)
+        return f"{path}:{line}:" if line else where(key)
 
     try:
         data = tomllib.loads(text)
@@ -178,6 +188,14 @@ def load_suite(
     unknown = set(data) - {"suite", "recipe", *_LISTS}
     if unknown:
         raise SuiteError(f"{where(sorted(unknown)[0])} unknown section '{sorted(unknown)[0]}'")
+    for section in ("suite", "recipe"):
+        if not isinstance(data.get(section, {}), dict):
+            raise SuiteError(
+                f"{where(section)} [{section}] must be one table, got {kind_of(data[section])}"
+            )
+    check_types(data.get("suite", {}), suite_types(), "[suite]", lambda k: place("suite", k))
+    recipe_types = {k: f.type for k, f in option_fields(TrainingRecipe).items()}
+    check_types(data.get("recipe", {}), recipe_types, "[recipe]", lambda k: place("recipe", k))
     header = dict(data.get("suite", {}))
     name = header.pop("name", path.stem)
     seeds = header.pop("seeds", [0])
@@ -187,18 +205,18 @@ def load_suite(
             f"{where('rank_by')} rank_by '{rank_by}' is not a metric "
             f"(metrics: {', '.join(METRIC_COLUMNS)})"
         )
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds) or not seeds:
-        raise SuiteError(f"{where('seeds')} seeds must be a list of integers")
+    if not seeds:  # its type is checked above
+        raise SuiteError(f"{place('suite', 'seeds')} seeds must be a non-empty list of integers")
     preset = header.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         raise SuiteError(
             f"{where('preset')} unknown preset '{preset}' (presets: {', '.join(PRESETS)})"
         )
-    bad = set(header) - _SPEC_FIELDS
+    bad = set(header) - SPEC_FIELDS
     if bad:
         raise SuiteError(
             f"{where(sorted(bad)[0])} unknown [suite] key '{sorted(bad)[0]}' "
-            f"(known: name, seeds, rank_by, preset, {', '.join(sorted(_SPEC_FIELDS))})"
+            f"(known: name, seeds, rank_by, preset, {', '.join(sorted(SPEC_FIELDS))})"
         )
     recipe = data.get("recipe", {})
     bad = set(recipe) - set(RECIPE_PARAMETERS)
@@ -210,13 +228,27 @@ def load_suite(
     lists = {}
     for what in _LISTS:
         entries = data.get(what)
+        if isinstance(entries, dict):
+            raise SuiteError(
+                f"{where(what)} [{what}] is one table: write [[{what}]], one per entry"
+            )
         if not isinstance(entries, list) or not entries:
             raise SuiteError(f"{path}: needs at least one [[{what}]] entry")
         lists[what] = [_choice(e, what, where) for e in entries]
+        check_options(registry, what, lists[what], place)
     root = data_root or header.pop("data_root", None) or os.environ.get("PRIVBENCH_DATA")
     header.pop("data_root", None)
     if root:
-        header["data_root"] = str(Path(root).expanduser().resolve())
+        try:
+            header["data_root"] = str(Path(root).expanduser().resolve())
+        except (RuntimeError, OSError) as err:  # "~nobody/data": no such user's home
+            given = (
+                "--data-root" if data_root
+                else "PRIVBENCH_DATA" if "data_root" not in data.get("suite", {})
+                else "[suite] data_root"
+            )  # fmt: skip
+            at = place("suite", "data_root") if given.startswith("[") else f"{path}:"
+            raise SuiteError(f"{at} bad {given} '{root}': {err}") from None
     cells = []
     for dataset in lists["datasets"]:
         for model in lists["models"]:
@@ -266,18 +298,6 @@ def _cell_spec(
     return spec
 
 
-def _entry_line(text: str, what: str, name: str) -> int | None:
-    """The line of ``name = "NAME"`` in the first ``[[what]]`` entry that has it."""
-    inside = False
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.split("#")[0].strip()
-        if stripped.startswith("["):
-            inside = stripped == f"[[{what}]]"
-        elif inside and re.fullmatch(rf'name\s*=\s*"{re.escape(name)}"', stripped):
-            return number
-    return None
-
-
 def cell_key(spec: AuditSpec) -> str:
     """A cell's content address: its spec less where the data lies and which device runs it
     (neither changes a result; the data's content is in every model's key)."""
@@ -305,10 +325,10 @@ def _validate(
             message = str(err)
             # The most specific entry the message quotes: an option's line beats its plugin's.
             quoted = re.findall(r"'([^']+)'", message)
-            lines = [_line_of(text, q) for q in quoted]
+            lines = [line_of(text, q) for q in quoted]
             # Else the dataset's entry: loading the data is what failed (a missing folder).
             found = [line for line in lines if line is not None] or [
-                line for line in [_entry_line(text, "datasets", spec.dataset.name)] if line
+                line for line in [entry_line(text, "datasets", spec.dataset.name)] if line
             ]
             place = f"{path}:{max(found)}:" if found else f"{path}:"
             raise SuiteError(f"{place} {message}") from None

@@ -14,6 +14,7 @@ import enum
 import functools
 import inspect
 import json
+import numbers
 import re
 import textwrap
 import types
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
+import numpy as np
 
 from privbench.errors import OptionError, did_you_mean
 
@@ -162,8 +164,15 @@ def config_dict(instance: Any) -> dict[str, Any]:
     return {name: _jsonable(getattr(instance, name)) for name in fields}
 
 
-def convert(value: Any, annotation: Any) -> Any:
-    """Convert *value* (a string from the CLI, or a TOML value) to *annotation*."""
+def convert(value: Any, annotation: Any, *, parse_strings: bool = True) -> Any:
+    """Convert *value* (a string from the CLI, or a TOML or Python value) to *annotation*.
+
+    A string is text to parse by the annotation (``"3"`` for an int, ``"no"`` for a bool) while
+    *parse_strings*; a typed source (TOML) passes False, and its strings then count only where
+    a string is the value (``str``, a ``Literal`` of strings, an ``Enum`` member's name, "none"
+    for an optional). Any other value must be of the annotated type already: a bool is not a
+    number nor a number a bool, a float is not an int (not even 2.0), an int widens to a float.
+    """
     if annotation is None or annotation is Any:
         return value
     origin = typing.get_origin(annotation)
@@ -176,31 +185,49 @@ def convert(value: Any, annotation: Any) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return convert(value, arg)
+                return convert(value, arg, parse_strings=parse_strings)
             except (TypeError, ValueError) as err:
                 errors.append(str(err))
         raise ValueError("; ".join(errors))
     if origin is typing.Literal:
         for choice in args:
-            if value == choice or (isinstance(value, str) and str(choice) == value):
+            # 1 == True and 1.0 == 1 in Python: a choice matches a value of its own kind only.
+            if value == choice and kind_of(value) == kind_of(choice):
                 return choice
-        raise ValueError(f"expected one of {', '.join(map(str, args))}")
+            if parse_strings and isinstance(value, str) and str(choice) == value:
+                return choice
+        # A value of no choice's kind (1 for "online") is a type error: say which type it was.
+        kinds = {kind_of(choice) for choice in args}
+        given = "" if kind_of(value) in kinds else f", got {kind_of(value)}"
+        raise ValueError(f"expected one of {', '.join(map(str, args))}{given}")
     if origin in (tuple, list):
-        items = _split_list(value)
+        if not isinstance(value, (list, tuple)) and not (parse_strings and isinstance(value, str)):
+            # A scalar is not a list of one: 5 would otherwise pass as "5", i.e. ["5"].
+            raise ValueError(f"expected a list, got {kind_of(value)}")
         inner = args[0] if args else Any
-        converted = [convert(item, inner) for item in items]
+        converted = []
+        for number, item in enumerate(_split_list(value), 1):
+            try:
+                converted.append(convert(item, inner, parse_strings=parse_strings))
+            except ValueError as err:
+                raise ValueError(f"item {number}: {err}") from None
         return tuple(converted) if origin is tuple else converted
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         if isinstance(value, annotation):
             return value
+        choices = ", ".join(m.name.lower().replace("_", "-") for m in annotation)
+        if not isinstance(value, str):  # a member is named, never numbered (str(1) is "1")
+            raise ValueError(f"expected one of {choices}, got {kind_of(value)}")
         try:
-            return annotation[str(value).upper().replace("-", "_")]
+            return annotation[value.upper().replace("-", "_")]
         except KeyError:
-            choices = ", ".join(m.name.lower().replace("_", "-") for m in annotation)
             raise ValueError(f"expected one of {choices}") from None
     if annotation is bool:
-        if isinstance(value, bool):
-            return value
+        if _is_bool(value):
+            return bool(value)
+        if not (parse_strings and isinstance(value, str)):
+            # str(1) is "1", a true word: only text may spell a boolean.
+            raise ValueError(f"expected true or false, got {kind_of(value)}")
         text = str(value).strip().lower()
         if text in _TRUE:
             return True
@@ -208,26 +235,51 @@ def convert(value: Any, annotation: Any) -> Any:
             return False
         raise ValueError("expected true or false")
     if annotation is int:
-        if isinstance(value, bool):
-            raise ValueError("expected an integer")
-        if isinstance(value, int):
-            return value
+        # bool is an int subclass in Python, and numpy's integers are not ints: ask numbers.
+        if isinstance(value, numbers.Integral) and not _is_bool(value):
+            return int(value)
+        if not (parse_strings and isinstance(value, str)):
+            raise ValueError(f"expected an integer, got {kind_of(value)}")
         try:
             return int(str(value).strip())
         except ValueError:
             raise ValueError("expected an integer") from None
     if annotation is float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number")
+        if isinstance(value, numbers.Real) and not _is_bool(value):
+            return float(value)  # an int widens
+        if not (parse_strings and isinstance(value, str)):
+            raise ValueError(f"expected a number, got {kind_of(value)}")
         try:
-            return float(str(value).strip()) if isinstance(value, str) else float(value)
+            return float(value.strip())
         except ValueError:
             raise ValueError("expected a number") from None
     if annotation is str:
         if not isinstance(value, str):
-            raise ValueError("expected a string")
+            raise ValueError(f"expected a string, got {kind_of(value)}")
         return value
     return value
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def kind_of(value: Any) -> str:
+    """What *value* is, for "expected ..., got ..." messages (in the words TOML uses)."""
+    if _is_bool(value):
+        return "a boolean"
+    if isinstance(value, numbers.Integral):
+        return "an integer"
+    if isinstance(value, numbers.Real):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
 
 
 def _split_list(value: Any) -> list[Any]:

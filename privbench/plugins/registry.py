@@ -2,8 +2,9 @@
 
 Plugins are found through entry points of group ``privbench`` and loaded one at a time: a
 plugin that fails to import or to register is recorded (name, distribution, error) and skipped,
-so one broken plugin never takes the command line down with it. Environment variables behave as
-pytest's do:
+so one broken plugin never takes the command line down with it. That holds for whatever it
+raises, ``sys.exit()`` included; only a KeyboardInterrupt (the user's Ctrl-C) goes through.
+Environment variables behave as pytest's do:
 
 - ``PRIVBENCH_DISABLE_PLUGINS``: comma-separated entry-point or distribution names not to load;
   ``all`` (or ``*`` / ``1``) loads no entry points at all, like ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``.
@@ -152,6 +153,12 @@ class Registry:
         self.plugins[info.name] = info
         try:
             plugin = load()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # SystemExit too: a plugin must not end the command
+            self._fail(info, _failure(err, "at import"))
+            return
+        try:
             wanted = getattr(plugin, "PRIVBENCH_PLUGIN_API", PLUGIN_API)
             if wanted != PLUGIN_API:
                 # Before its hooks run: a plugin for another API would fail in obscure ways.
@@ -163,8 +170,10 @@ class Registry:
                 )
                 return
             self.pm.register(plugin, name=info.name)
-        except Exception as err:
-            self._fail(info, f"{type(err).__name__}: {err}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:
+            self._fail(info, _failure(err, "at registration"))
             return
         self._collect(info, plugin)
 
@@ -182,9 +191,11 @@ class Registry:
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
-                except Exception as err:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as err:
                     self.pm.unregister(plugin)
-                    self._fail(info, f"{hook_name} raised {type(err).__name__}: {err}")
+                    self._fail(info, f"{hook_name} {_failure(err, verb='raised')}")
                     return
         for component in staged:
             self._add(component)
@@ -299,9 +310,21 @@ class Registry:
             info = self.plugins.get(impl.plugin_name)
             try:
                 impl.function(app=app)
-            except Exception as err:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as err:
                 if info is not None:
-                    self._fail(info, f"register_commands raised {type(err).__name__}: {err}")
+                    self._fail(info, f"register_commands {_failure(err, verb='raised')}")
+
+
+def _failure(err: BaseException, when: str = "", *, verb: str = "") -> str:
+    """What a plugin did wrong, for its entry in ``privbench plugins``: ``called sys.exit(3)
+    at import``, or ``[raised ]TypeError: ...`` (*verb* before, *when* after a sys.exit)."""
+    if isinstance(err, SystemExit):
+        # Its str() is just the code ("3", or "" for sys.exit()): say what the plugin did.
+        code = "" if err.code is None else repr(err.code)
+        return " ".join(filter(None, [f"called sys.exit({code})", when]))
+    return " ".join(filter(None, [verb, f"{type(err).__name__}: {err}"]))
 
 
 _registry: Registry | None = None
