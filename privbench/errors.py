@@ -34,6 +34,15 @@ class DatasetNotFoundError(PrivbenchError):
     """A dataset whose files are not where privbench was told to look."""
 
 
+class WorkspaceError(PrivbenchError):
+    """A workspace privbench cannot use as it is (not a folder, not writable, a link leading
+    out of it, a damaged database)."""
+
+
+class TrainingDivergedError(PrivbenchError):
+    """Training produced non-finite weights or loss; nothing of that model was stored."""
+
+
 class AccessDeniedError(PrivbenchError):
     """An attack asked its model view for more access than it declared."""
 

@@ -29,9 +29,16 @@ WorkspaceOption = typer.Option(
 
 
 def open_results(workspace: Path | None) -> ResultsDB:
+    """The workspace's results database, checked first: a damaged file gets one line saying so,
+    not rows that silently miss runs."""
+    from privbench.engine.preflight import check_database  # on use: it loads torch
+
     path = workspace_path(workspace) / "privbench.db"
+    if path.exists() and not path.is_file():
+        raise PrivbenchError(f"the results database {path} is not a file: move it aside")
     if not path.is_file():
         raise PrivbenchError(f"no results database at {path}; run 'privbench run' first")
+    check_database(path, writable=False)
     return ResultsDB(path)
 
 

@@ -9,6 +9,8 @@ suite can plan every cell's jobs from pools (:mod:`privbench.bench.waves`).
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable
 from functools import cached_property
 
 import attrs
@@ -17,6 +19,7 @@ import torch
 
 from privbench.engine import splits
 from privbench.engine.components import Components
+from privbench.engine.preflight import available_memory, device_memory, gib
 from privbench.engine.spec import AuditSpec, recipe_identity
 from privbench.engine.store import STORE_FORMAT, Workspace, digest, tensor_digest
 from privbench.engine.target import member_mask, read_members
@@ -65,6 +68,48 @@ def _population_around(spec: AuditSpec, members: np.ndarray, split_size: int) ->
     return np.sort(np.concatenate([members, drawn]))
 
 
+TRAINING_COPIES = 4
+"""Copies of a model's parameters that training holds at once: its weights, their gradients and
+two optimizer buffers (AdamW's moments; SGD with momentum keeps one). Activations come on top,
+so a model refused by this count would surely not train."""
+
+
+def _check_masks_fit(spec: AuditSpec, population: int) -> None:
+    """Refuse a pool whose keep-masks (``models x population`` booleans, built row by row and
+    then stacked: twice that at the peak) would not fit in the memory available."""
+    available = available_memory()
+    needed = 2 * spec.pool_size * population
+    if available is None or needed <= available:
+        return
+    most = max(0, available // (2 * population) - 1)
+    raise OptionError(
+        f"--shadows {spec.shadows}: a pool of {spec.pool_size:,} models on a population of "
+        f"{population:,} does not fit: its keep-masks alone need {gib(needed)} and this machine "
+        f"has {gib(available)} available; give at most --shadows {most:,} with this population "
+        "(or a smaller --population)"
+    )
+
+
+def _meta_parameters(create: Callable[[], torch.nn.Module]) -> tuple[int, int] | str | None:
+    """The parameters of the network *create* builds and the bytes of its weights and buffers,
+    counted on PyTorch's meta device, which allocates nothing; the error text when even the
+    shapes overflow; None when the network cannot be built there (its code needs real
+    tensors), so that it is checked only by building it."""
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # loading a checkpoint into meta weights warns
+            with torch.device("meta"):
+                net = create()
+    except Exception as err:  # any plugin's code, run where it was not written to run
+        text = str(err)
+        return text.splitlines()[0] if "overflow" in text.lower() else None
+    if not isinstance(net, torch.nn.Module):
+        return None
+    parameters = sum(t.numel() for t in net.parameters())
+    tensors = [*net.parameters(), *net.buffers()]
+    return parameters, sum(t.numel() * t.element_size() for t in tensors)
+
+
 @attrs.define(eq=False)
 class Pool:
     """The models of one audit before they exist: data, masks, seeds and store keys."""
@@ -81,6 +126,7 @@ class Pool:
     def plan(cls, components: Components) -> Pool:
         dataset, population, indices, members = load_data(components)
         spec = components.spec
+        _check_masks_fit(spec, len(population))
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
         if members is not None:
             # Model 0 is the user's: its mask is its member split; models 1.. are the
@@ -189,8 +235,9 @@ class Pool:
             return self.components.defense.instance.prepare_model(model)
 
     def check_model(self) -> None:
-        """One forward pass on two samples, so that a model that cannot take this data fails
-        with one line before any training."""
+        """The model's size against the memory available (counted without allocating it),
+        then one forward pass on two samples, so that a model too large for this machine or
+        one that cannot take this data fails with one line before any training."""
         spec, dataset = self.spec, self.dataset
         c, h, w = dataset.input_shape
         least = int(getattr(self.components.model.instance, "min_input_size", 0))
@@ -200,6 +247,7 @@ class Pool:
                 f"dataset '{spec.dataset.name}' has {h}x{w} (choose a model for small images, "
                 "such as small-cnn)"
             )
+        self._check_model_fits()
         try:
             model = self.build_model().eval()
             with torch.no_grad():
@@ -215,4 +263,42 @@ class Pool:
             raise PrivbenchError(
                 f"model '{spec.model.name}' gives logits of shape {tuple(logits.shape)} "
                 f"for {dataset.num_classes} classes"
+            )
+
+    def _check_model_fits(self) -> None:
+        """Refuse a model whose training (:data:`TRAINING_COPIES` of its weights), or a pool
+        whose weights (the attacks get every model at once, on the audit's device), would not
+        fit in the device's memory available."""
+        spec, dataset = self.spec, self.dataset
+        instance = self.components.model.instance
+        counted = _meta_parameters(
+            lambda: instance.create(dataset.input_shape, dataset.num_classes)
+        )
+        options = ", ".join(f"{k}={v}" for k, v in spec.model.options.items())
+        what = f"model '{spec.model.name}'" + (f" with {options}" if options else "")
+        if isinstance(counted, str):
+            raise OptionError(
+                f"{what} is too large to build ({counted}); "
+                + ("give smaller --model-opt values" if options else "choose a smaller model")
+            )
+        device = self.components.device
+        free = device_memory(device)
+        if counted is None or free is None:
+            return
+        parameters, size = counted
+        where = "this machine" if device.type == "cpu" else f"device {device}"
+        if TRAINING_COPIES * size > free:
+            raise OptionError(
+                f"{what} has {parameters:,} parameters: training one needs about "
+                f"{gib(TRAINING_COPIES * size)} (weights, gradients, optimizer state) and "
+                f"{where} has {gib(free)} available; "
+                + ("give smaller --model-opt values" if options else "choose a smaller model")
+            )
+        if len(self) * size > free:
+            most = max(0, free // max(size, 1) - 1)
+            raise OptionError(
+                f"--shadows {spec.shadows}: a pool of {len(self):,} models does not fit: their "
+                f"weights ({what}, {parameters:,} parameters each) need "
+                f"{gib(len(self) * size)} and {where} has {gib(free)} available; give at most "
+                f"--shadows {most:,} or a smaller model"
             )

@@ -243,4 +243,8 @@ def build_spec(
     try:
         return AuditSpec(**fields), notes
     except ValueError as err:  # attrs validators: "'population' must be >= 4: 2"
-        raise OptionError(f"bad value: {err.args[0]}") from None
+        message = str(err.args[0])
+        # The spec's own validators name the flag already ("--seed -1: ...").
+        raise OptionError(
+            message if message.startswith("--") else f"bad value: {message}"
+        ) from None

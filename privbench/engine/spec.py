@@ -6,6 +6,8 @@ which is validated by :func:`privbench.engine.components.resolve` before any wor
 
 from __future__ import annotations
 
+import json
+import operator
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,39 @@ class PluginChoice:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
 
 
+MAX_SHADOWS = 100_000
+"""The most shadow models a pool may have: far beyond any published audit (memorization studies
+train a few thousand models), yet small enough that an absurd count fails here, in milliseconds,
+rather than while its masks are allocated. The machine's memory sets the practical limit
+(:meth:`privbench.engine.pool.Pool.plan` checks that the masks fit)."""
+
+
+def seed_problem(seed: object) -> str | None:
+    """Why *seed* is not a seed (numpy's SeedSequence, which every draw goes through, takes
+    integers of 0 or more only), or None."""
+    try:
+        value = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or value < 0:
+        return f"--seed {seed}: a seed is an integer of 0 or more; give one such as 0"
+    return None
+
+
+def _seed(instance: object, attribute: object, value: object) -> None:
+    if (problem := seed_problem(value)) is not None:
+        raise ValueError(problem)
+
+
+def _shadows(instance: object, attribute: object, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"--shadows {value}: give 0 or more shadow models")
+    if value > MAX_SHADOWS:
+        raise ValueError(
+            f"--shadows {value}: at most {MAX_SHADOWS:,} shadow models are supported; give fewer"
+        )
+
+
 @attrs.frozen
 class AuditSpec:
     """Everything that defines one audit; CLI flags, Python calls and suite cells become one."""
@@ -33,7 +68,7 @@ class AuditSpec:
     defense: PluginChoice = PluginChoice("none")
     attacks: tuple[PluginChoice, ...] = (PluginChoice("loss"),)
     recipe: TrainingRecipe = attrs.field(factory=TrainingRecipe)
-    shadows: int = attrs.field(default=7, validator=attrs.validators.ge(0))
+    shadows: int = attrs.field(default=7, validator=_shadows)
     """Shadow models beside the target: the pool holds ``shadows + 1`` models."""
     targets: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(1))
@@ -52,7 +87,7 @@ class AuditSpec:
     paired: bool = False
     """Curvature Clues' masks: Bernoulli(0.5) keep-masks in complementary pairs (each sample is
     in exactly half the models) instead of exact random halves."""
-    seed: int = 0
+    seed: int = attrs.field(default=0, validator=_seed)
     data_root: str | None = None
     device: str = "auto"
     slices: tuple[str, ...] = ()
@@ -86,3 +121,32 @@ def recipe_identity(recipe: TrainingRecipe) -> dict[str, Any]:
         if fields.get(name) == default:
             del fields[name]
     return fields
+
+
+def spec_record(spec: AuditSpec) -> dict[str, Any]:
+    """*spec* as JSON-ready data (a stored model's manifest keeps it, to retrain the model)."""
+    return json.loads(json.dumps(attrs.asdict(spec, recurse=True), default=str))
+
+
+def spec_from_record(record: Mapping[str, Any]) -> AuditSpec:
+    """The :class:`AuditSpec` :func:`spec_record` wrote.
+
+    :raises ValueError: for a record that is not one (with the reason).
+    """
+    try:
+        fields = dict(record)
+        for name in ("dataset", "model", "defense"):
+            fields[name] = PluginChoice(**fields[name])
+        for name in ("attacks", "scorers"):
+            fields[name] = tuple(PluginChoice(**choice) for choice in fields[name])
+        fields["recipe"] = TrainingRecipe(**fields["recipe"])
+        fields["slices"] = tuple(fields.get("slices", ()))
+        if fields.get("target") is not None:
+            members = fields["target"]["members"]
+            fields["target"] = TargetSpec(
+                fields["target"]["weights"],
+                members if isinstance(members, str) else tuple(members),
+            )
+        return AuditSpec(**fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"not a recorded audit spec ({type(err).__name__}: {err})") from None

@@ -24,11 +24,21 @@ def resolve_device(name: str) -> torch.device:
     else:
         try:
             device = torch.device(name)
-        except RuntimeError:
+        except (RuntimeError, TypeError, ValueError):
             raise OptionError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        # torch knows more device types (meta, mps, xla, ...), but training and the signals
+        # are written and tested for these two only.
+        raise OptionError(f"device '{name}' is not supported; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise OptionError(f"device '{name}' asked for, but CUDA is not available here; use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise OptionError(
+                f"device '{name}' asked for, but this machine has {count} CUDA device(s); "
+                f"use cuda:0 to cuda:{count - 1}"
+            )
         torch.backends.cudnn.benchmark = True
     return device
 

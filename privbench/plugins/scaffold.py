@@ -3,7 +3,10 @@ contracts as written, for the author to change (no cookiecutter needed)."""
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import shutil
 from pathlib import Path
 
 from privbench.errors import OptionError
@@ -110,6 +113,8 @@ def new_plugin(name: str, directory: Path) -> Path:
         raise OptionError(
             f"plugin name '{name}' must be lowercase letters and digits, words joined by '-'"
         )
+    directory = Path(directory).expanduser()
+    _check_directory(directory)
     root = directory / f"privbench-{name}"
     if root.exists():
         raise OptionError(f"{root} exists already; pick another name or --directory")
@@ -123,8 +128,39 @@ def new_plugin(name: str, directory: Path) -> Path:
         "tests/conftest.py": CONFTEST,
         "README.md": README,
     }
-    for relative, template in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(template.format(**values))
+    staging = directory / f".privbench-{name}-{secrets.token_hex(4)}"
+    try:
+        # Written beside, then renamed: a failure leaves no half skeleton behind.
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise OptionError(
+            f"cannot write in --directory {directory} ({err.strerror or err}): give a folder "
+            "you can write to"
+        ) from None
+    try:
+        for relative, template in files.items():
+            path = staging / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(template.format(**values))
+        os.replace(staging, root)
+    except OSError as err:
+        raise OptionError(
+            f"cannot write {root} ({err.strerror or err}): nothing was left there; free some "
+            "space or give another --directory"
+        ) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def _check_directory(directory: Path) -> None:
+    """That *directory* is a folder, or a path where one can be made (not under a file)."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                where = "is a file" if candidate == directory else f"lies under {candidate}, a file"
+                raise OptionError(
+                    f"--directory {directory} {where}, not a folder: give a folder (it is made "
+                    "if missing)"
+                )
+            return

@@ -7,13 +7,14 @@ plugin versions, training metadata) is kept as JSON beside them and in the run's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from privbench.errors import PrivbenchError
+from privbench.errors import PrivbenchError, WorkspaceError
 
 METRIC_COLUMNS = (
     "auc",
@@ -98,23 +99,59 @@ _COLUMNS = ", ".join(METRIC_COLUMNS)
 _PLACEHOLDERS = ", ".join("?" * len(METRIC_COLUMNS))
 
 
+_DAMAGE_CODES = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def is_damage(err: sqlite3.Error) -> bool:
+    """Whether *err* says the database file is damaged (not merely busy or unreadable)."""
+    code = getattr(err, "sqlite_errorcode", None)  # Python 3.11+; extended codes keep the low byte
+    if code is not None:
+        return (code & 0xFF) in _DAMAGE_CODES
+    text = str(err)
+    return "malformed" in text or "not a database" in text
+
+
+def damaged_database(path: Path, detail: str) -> WorkspaceError:
+    """The one line for a damaged results database: what is wrong and how to go on."""
+    return WorkspaceError(
+        f"the results database {path} is damaged ({detail}): move it aside (mv {path} "
+        f"{path}.damaged) and run again; each run's folder in {path.parent / 'runs'} still "
+        "holds its results.json"
+    )
+
+
 class ResultsDB:
-    """A context manager around the workspace database; each ``with`` block is one transaction."""
+    """A context manager around the workspace database; each ``with`` block is one transaction.
+    A damaged database file raises :func:`damaged_database`'s one line, when opened or when a
+    query inside the block finds the damage."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     def __enter__(self) -> ResultsDB:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WorkspaceError(
+                f"cannot make the folder of the results database {self.path} "
+                f"({err.strerror or err}): give --workspace/-w a folder you can write to"
+            ) from None
         self.connection = sqlite3.connect(self.path, timeout=30)
-        self.connection.row_factory = sqlite3.Row
-        self.connection.execute("PRAGMA foreign_keys = ON")
-        self.connection.executescript(_SCHEMA)
-        # Databases from older versions lack newer metric columns: add them (NULL for old runs).
-        present = {row["name"] for row in self.connection.execute("PRAGMA table_info(results)")}
-        for column in METRIC_COLUMNS:
-            if column not in present:
-                self.connection.execute(f"ALTER TABLE results ADD COLUMN {column} REAL")
+        try:
+            self.connection.row_factory = sqlite3.Row
+            self.connection.execute("PRAGMA foreign_keys = ON")
+            self.connection.executescript(_SCHEMA)
+            # Databases from older versions lack newer metric columns: add them (NULL for old
+            # runs).
+            present = {row["name"] for row in self.connection.execute("PRAGMA table_info(results)")}
+            for column in METRIC_COLUMNS:
+                if column not in present:
+                    self.connection.execute(f"ALTER TABLE results ADD COLUMN {column} REAL")
+        except sqlite3.DatabaseError as err:
+            self.connection.close()
+            if is_damage(err):
+                raise damaged_database(self.path, str(err)) from None
+            raise
         return self
 
     def __exit__(
@@ -123,11 +160,21 @@ class ResultsDB:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.connection.commit()
-        else:
-            self.connection.rollback()
-        self.connection.close()
+        try:
+            if exc_type is None:
+                self.connection.commit()
+            else:
+                # Closing rolls back too, and the error on its way out says more.
+                with contextlib.suppress(sqlite3.Error):
+                    self.connection.rollback()
+        except sqlite3.DatabaseError as err:
+            if is_damage(err):
+                raise damaged_database(self.path, str(err)) from None
+            raise
+        finally:
+            self.connection.close()
+        if isinstance(exc, sqlite3.DatabaseError) and is_damage(exc):
+            raise damaged_database(self.path, str(exc)) from None
 
     def insert_run(self, record: dict[str, Any], path: Path) -> None:
         spec = record["spec"]
@@ -225,7 +272,8 @@ class ResultsDB:
         return [
             (row["label"], row["error"] or "")
             for row in self.connection.execute(
-                "SELECT label, error FROM suite_cells WHERE suite = ? AND status = 'failed' "
+                "SELECT label, error FROM suite_cells "
+                "WHERE suite = ? AND status IN ('failed', 'partial') "
                 "ORDER BY label",
                 (suite,),
             )
