@@ -24,7 +24,9 @@ from privbench.errors import (
     PluginConflictError,
     PluginLoadError,
     PrivbenchError,
+    TrainingDivergedError,
     UnknownPluginError,
+    WorkspaceError,
     did_you_mean,
 )
 from privbench.plugins.hookspecs import PLUGIN_API, hookimpl
@@ -46,7 +48,7 @@ from privbench.plugins.interfaces import (
     Trainer,
     TrainingRecipe,
 )
-from privbench.results.parts import AttackResult
+from privbench.results.parts import AttackResult, Failure
 from privbench.results.result import AuditResult
 from privbench.version import __version__
 
@@ -64,6 +66,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSource",
     "Defense",
+    "Failure",
     "LoadedDataset",
     "Model",
     "ModelFactory",
@@ -80,8 +83,10 @@ __all__ = [
     "Signal",
     "TensorData",
     "Trainer",
+    "TrainingDivergedError",
     "TrainingRecipe",
     "UnknownPluginError",
+    "WorkspaceError",
     "__version__",
     "audit",
     "audit_outputs",

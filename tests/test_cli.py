@@ -173,7 +173,7 @@ def test_mirrored_queries_on_digits_are_refused_without_a_result(capsys, tmp_pat
     code, _, err = run_cli(capsys, *args)
     assert code == 2 and "mirrored queries change labels in dataset 'digits'" in err
     assert len(err.strip().splitlines()) == 1
-    assert not (ws / "privbench.db").exists() and not list((ws / "runs").iterdir())
+    assert not (ws / "privbench.db").exists() and not (ws / "models").exists(), "before training"
 
 
 def test_a_dp_defense_gets_its_theoretical_bound_printed(capsys, tmp_path, monkeypatch):

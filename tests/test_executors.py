@@ -99,7 +99,10 @@ def test_the_smoke_suite_runs_on_a_local_ray_instance(capsys, tmp_path, monkeypa
         suite = half_failing_suite(tmp_path)
         code, out, _ = run_cli(capsys, "bench", str(suite), "-w", str(ws), "-q", "-e", "ray")
         assert code == 1 and "2 cells, 1 run now, 0 already recorded, 1 failed" in out
-        assert "failed: digits / mlp / none / seed 0 / broken(fail=True): RuntimeError: " in out
+        assert (
+            "failed: digits / mlp / none / seed 0 / broken(fail=True): "
+            "attack 'broken' failed: RuntimeError: " in out
+        )
     finally:
         ray.shutdown()
     assert [s for s, _ in cells(ws / "privbench.db")] == ["done"] * 5 + ["failed"]

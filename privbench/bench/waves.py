@@ -17,6 +17,7 @@ import attrs
 from privbench.bench.executors import Executor, InlineExecutor
 from privbench.bench.suite import Cell, Suite
 from privbench.engine import audit, fitting
+from privbench.engine.preflight import check_workspace
 from privbench.engine.recording import insert_run
 from privbench.engine.signals import wanted_signals
 from privbench.engine.spec import AuditSpec
@@ -31,7 +32,8 @@ from privbench.results.result import AuditResult
 class CellOutcome:
     cell: Cell
     status: str
-    """done (run now), cached (recorded by an earlier bench) or failed."""
+    """done (run now), cached (recorded by an earlier bench), partial (run now and recorded,
+    but some of its attacks or analyses failed: *error* says which) or failed."""
     run_id: str | None = None
     error: str | None = None
 
@@ -127,7 +129,7 @@ def plan_suite(
     for cell in suite.cells:
         previous = previous_of.get(cell.key)
         if previous is not None and (previous["status"] == "done" or not retry_failed):
-            status = "cached" if previous["status"] == "done" else "failed"
+            status = "cached" if previous["status"] == "done" else previous["status"]
             recorded.append(CellOutcome(cell, status, previous["run_id"], previous["error"]))
         else:
             pending.append(cell)
@@ -188,6 +190,7 @@ def run_suite(
     attacks declared); then every pending cell's attacks. A failing job fails the cells that
     need it, with its error, and the others go on. *on_plan* hears the plan before any job
     starts; *on_model* and *on_score* hear each training and scoring job as it finishes."""
+    check_workspace(workspace.root)
     registry = registry or get_registry()
     executor = executor or InlineExecutor()
     workspace.create()
@@ -245,5 +248,9 @@ def run_suite(
     for job, result in executor.map(runnable(run_cell), cell_jobs):
         if isinstance(result, BaseException):
             yield finish(CellOutcome(job.cell, "failed", error=_error(result)))
+        elif result.failures:  # recorded with the results it has; --retry-failed reruns it
+            error = "; ".join(failure.line for failure in result.failures)
+            status = "partial" if result.attacks or result.reconstructions else "failed"
+            yield finish(CellOutcome(job.cell, status, result.run_id, error), result)
         else:
             yield finish(CellOutcome(job.cell, "done", result.run_id), result)

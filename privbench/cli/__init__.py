@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import typer
 from rich.markup import escape
 
-from privbench.cli import bench, outputs, plugins, report, run
+from privbench.cli import bench, outputs, plugins, report, run, store
 from privbench.cli.common import console, err_console
 from privbench.errors import PrivbenchError
 from privbench.plugins import Registry, get_registry
@@ -58,6 +58,7 @@ def build_app(registry: Registry) -> typer.Typer:
     report.register(app, registry)
     bench.register(app, registry)
     plugins.register(app, registry)
+    store.register(app, registry)
     registry.call_register_commands(app)
     return app
 

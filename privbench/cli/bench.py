@@ -49,6 +49,7 @@ def register(app: typer.Typer, registry: Registry) -> None:
         from privbench.bench.executors import create_executor
         from privbench.bench.suite import load_suite
         from privbench.bench.waves import plan_suite, run_suite
+        from privbench.engine.preflight import check_workspace
         from privbench.engine.store import Workspace
 
         suite = load_suite(suite_file, registry, data_root=data_root)
@@ -56,8 +57,9 @@ def register(app: typer.Typer, registry: Registry) -> None:
         if plan:
             print_plan(plan_suite(suite, ws, registry, retry_failed=retry_failed), suite.name)
             return
+        check_workspace(ws.root)  # before an executor (a Ray cluster) starts for nothing
         runner = create_executor(executor, max_workers=max_workers, address=address)
-        counts = {"done": 0, "cached": 0, "failed": 0}
+        counts = {"done": 0, "cached": 0, "partial": 0, "failed": 0}
         progress = progress_bars(quiet)
         with progress:
             models = progress.add_task("models to train", total=None, visible=False)
@@ -85,9 +87,10 @@ def register(app: typer.Typer, registry: Registry) -> None:
                 for outcome in outcomes:
                     counts[outcome.status] += 1
                     progress.advance(cells)
-                    if outcome.status == "failed":
+                    if outcome.status in ("failed", "partial"):
+                        what = "failed" if outcome.status == "failed" else "partly failed"
                         console.print(
-                            f"[red]failed[/]: {escape(outcome.cell.label)}: "
+                            f"[red]{what}[/]: {escape(outcome.cell.label)}: "
                             f"{escape(outcome.error or '')}"
                         )
                     elif outcome.status == "done":
@@ -96,10 +99,15 @@ def register(app: typer.Typer, registry: Registry) -> None:
                 runner.close()
         console.print(
             f"suite {suite.name}: {len(suite.cells)} cells, {counts['done']} run now, "
-            f"{counts['cached']} already recorded, {counts['failed']} failed; "
-            f"results in {ws.database}"
+            f"{counts['cached']} already recorded, {counts['failed']} failed"
+            + (
+                f", {counts['partial']} partly failed (the rest of them recorded)"
+                if counts["partial"]
+                else ""
+            )
+            + f"; results in {ws.database}"
         )
-        if counts["failed"]:
+        if counts["failed"] or counts["partial"]:
             raise typer.Exit(1)
 
     @app.command()
@@ -118,8 +126,13 @@ def register(app: typer.Typer, registry: Registry) -> None:
     ) -> None:
         """Attack results ranked, with the defended model's test accuracy and the cost."""
         from privbench.bench.suite import suite_header
+        from privbench.engine.preflight import check_output_file
         from privbench.results import leaderboard as board
+        from privbench.results.files import atomic_write
 
+        if output is not None:
+            output = output.expanduser()
+            check_output_file(output, "--output/-o")
         suite_name, by = None, "tpr_at_0_1_fpr"
         if suite_file is not None:
             suite_name, by = suite_header(suite_file)
@@ -134,9 +147,12 @@ def register(app: typer.Typer, registry: Registry) -> None:
         if output is None:
             sys.stdout.write(text)
         else:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text)
-            console.print(f"leaderboard ({len(rows)} rows, ranked by {by}): {output}")
+            try:
+                atomic_write(output, lambda handle: handle.write(text.encode()))
+            except OSError as err:
+                raise PrivbenchError(f"cannot write {output}: {err.strerror or err}") from None
+            count = f"{len(rows)} row" + ("" if len(rows) == 1 else "s")
+            console.print(f"leaderboard ({count}, ranked by {by}): {output}")
 
 
 def print_plan(plan: Any, name: str) -> None:

@@ -80,3 +80,5 @@ def register(app: typer.Typer, registry: Registry) -> None:
             **arrays,
         )
         print_result(result)
+        if result.failures:  # the others' results are recorded; the exit status says not all
+            raise typer.Exit(1)

@@ -4,6 +4,7 @@ PrintProgress` instead, so a long run logged to a file is never silent."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.progress import Progress, TaskID
 
 from privbench.engine.progress import Callback
 from privbench.engine.spec import AuditSpec
+from privbench.results.parts import Failure
 
 
 class RichProgress(Callback):
@@ -64,3 +66,17 @@ class RichProgress(Callback):
 
     def on_attack_end(self, name: str, auc: float, seconds: float) -> None:
         self._stop(("attack", name))
+
+    def on_failure(self, failure: Failure) -> None:
+        self._stop(("attack", failure.name))
+        self.progress.console.print(f"failed: {failure.line}", markup=False, highlight=False)
+
+    def on_store_repair(self, message: str) -> None:
+        self.progress.console.print(message, markup=False, highlight=False)
+
+
+class StoreRepairs(Callback):
+    """What ``--quiet`` still says, on stderr: entries of the store moved to quarantine."""
+
+    def on_store_repair(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from privbench.api import audit, load_run, workspace_path
 from privbench.cli.common import WorkspaceOption, console, open_results, progress_bars
-from privbench.cli.progress import RichProgress
+from privbench.cli.progress import RichProgress, StoreRepairs
 from privbench.engine.presets import PRESETS
 from privbench.engine.progress import Callback, PrintProgress
 from privbench.plugins import Registry
@@ -177,7 +177,7 @@ def register(app: typer.Typer, registry: Registry) -> None:
         progress = progress_bars(quiet or not sys.stdout.isatty())
         callback: Callback
         if quiet:
-            callback = Callback()
+            callback = StoreRepairs()
         elif sys.stdout.isatty():
             callback = RichProgress(progress)
         else:
@@ -188,6 +188,8 @@ def register(app: typer.Typer, registry: Registry) -> None:
                 **parameters,
             )  # fmt: skip
         print_result(result)
+        if result.failures:  # the others' results are recorded; the exit status says not all
+            raise typer.Exit(1)
 
     @app.command()
     def runs(

@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from privbench.engine.training import StandardTrainer
+from privbench.errors import TrainingDivergedError
 from privbench.helpers.training import autocast
 from privbench.plugins.interfaces import Model, TensorData
 
@@ -90,6 +91,13 @@ def fit_ensemble(
             optimizer.step()
             totals += losses.detach().float().cpu() * len(index[0])
         scheduler.step()
+        diverged = torch.nonzero(~torch.isfinite(totals)).flatten().tolist()
+        if diverged:  # the others' epochs would be wasted: the audit stops on the first one
+            raise EnsembleDivergedError(
+                diverged[0],
+                f"its training loss is {float(totals[diverged[0]]) / n} at epoch "
+                f"{epoch + 1} of {recipe.epochs}",
+            )
         for trainer in trainers:
             if trainer.on_epoch is not None:
                 trainer.on_epoch(epoch + 1, recipe.epochs)
@@ -103,6 +111,14 @@ def fit_ensemble(
             )
             model.eval()
     return [{"final_train_loss": float(total) / n, "ensemble": len(models)} for total in totals]
+
+
+class EnsembleDivergedError(TrainingDivergedError):
+    """Member *member* of an ensemble diverged (the caller names it by its pool index)."""
+
+    def __init__(self, member: int, problem: str) -> None:
+        super().__init__(problem)
+        self.member = member
 
 
 class TrainedByEnsemble(StandardTrainer):

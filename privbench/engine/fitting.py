@@ -3,24 +3,35 @@ half of the population) and store it atomically under its key, or load it if it 
 
 Where the defense trains by the recipe and the models allow it, missing models train together as
 vmapped ensembles (:mod:`privbench.engine.ensemble`); ``PRIVBENCH_ENSEMBLE=0`` turns that off.
-Each model is stored as soon as it is trained, so an interrupted audit resumes with the rest.
+Each model is stored as soon as it is trained, so an interrupted audit resumes with the rest. A
+model whose training diverged (non-finite loss or weights) stops the audit with one line naming
+it and the likely cause, and is not stored; the models stored before it are kept.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
+import torch
 
-from privbench.engine.ensemble import TrainedByEnsemble, can_ensemble, fit_ensemble
+from privbench.engine.ensemble import (
+    EnsembleDivergedError,
+    TrainedByEnsemble,
+    can_ensemble,
+    fit_ensemble,
+)
 from privbench.engine.pool import Pool
 from privbench.engine.progress import Callback
-from privbench.engine.store import Workspace
+from privbench.engine.spec import spec_record
+from privbench.engine.store import DamagedEntry, Workspace
 from privbench.engine.target import load_target_weights
 from privbench.engine.training import StandardTrainer
+from privbench.errors import TrainingDivergedError
 from privbench.plugins.interfaces import Model
 from privbench.version import __version__
 
@@ -98,7 +109,10 @@ def _train_ensembles(pool: Pool, indices: Sequence[int], callback: Callback) -> 
         )
         callback.on_training_start(chunk, pool.spec.recipe.epochs)
         started = time.perf_counter()
-        metas = fit_ensemble(models, data, trainers)
+        try:
+            metas = fit_ensemble(models, data, trainers)
+        except EnsembleDivergedError as err:
+            raise TrainingDivergedError(_diverged(pool, chunk[err.member], str(err))) from None
         seconds = time.perf_counter() - started
         callback.on_training_end(chunk, seconds)
         for index, model, meta in zip(chunk, models, metas, strict=True):
@@ -119,8 +133,14 @@ def _fit(
     else:
         model, _, seconds = trained
     started = time.perf_counter()
-    meta = dict(pool.components.defense.instance.fit(model, pool.members(index), trainer))
+    try:
+        meta = dict(pool.components.defense.instance.fit(model, pool.members(index), trainer))
+    except TrainingDivergedError as err:
+        raise TrainingDivergedError(_diverged(pool, index, str(err))) from None
     took = time.perf_counter() - started
+    problem = non_finite(model, meta)
+    if problem:
+        raise TrainingDivergedError(_diverged(pool, index, problem))
     if trained is None:
         callback.on_training_end([index], took)
     meta.update(
@@ -134,8 +154,35 @@ def _fit(
     if declared is not None:
         # Before the model: a stored model implies its declared set is stored too.
         workspace.cached_tensor(key, DECLARED_TRAINING_SET, lambda: declared.x)
-    workspace.save_model(key, model.cpu(), meta)
+    origin = {"spec": spec_record(pool.spec), "index": index}
+    workspace.save_model(key, model.cpu(), meta, origin=origin)
     return model, meta
+
+
+def non_finite(model: Model, meta: dict[str, Any]) -> str | None:
+    """What is not finite in a trained *model* (its weights and buffers) or in its recorded
+    final training loss, or None."""
+    loss = meta.get("final_train_loss")
+    if isinstance(loss, float) and not math.isfinite(loss):
+        return f"its final training loss is {loss}"
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"its weights are not finite ({name})"
+    return None
+
+
+def _diverged(pool: Pool, index: int, problem: str) -> str:
+    """The one line that stops an audit whose model *index* diverged, with the likely cause."""
+    spec = pool.spec
+    defense = spec.defense
+    cause = f"lower the learning rate (--lr {spec.recipe.lr:g})"
+    if defense.name != "none":
+        options = ", ".join(f"{k}={v}" for k, v in defense.options.items())
+        cause += f" or check defense '{defense.name}'" + (f" ({options})" if options else "")
+    return (
+        f"training model {index} of the pool diverged: {problem}; {cause}. Nothing of it was "
+        "stored; models stored before it are kept"
+    )
 
 
 def train_models(
@@ -155,9 +202,23 @@ def train_models(
 
 
 def load_model(pool: Pool, workspace: Workspace, index: int) -> tuple[Model, dict[str, Any]]:
-    """Stored model *index*, with its training metadata (safetensors: no pickle)."""
+    """Stored model *index*, with its training metadata (safetensors: no pickle).
+
+    :raises DamagedEntry: when its entry fails its checks (it is then in quarantine).
+    """
     model = pool.build_model(index)
     return model, workspace.load_model(pool.keys[index], model)
+
+
+def load_or_train(pool: Pool, workspace: Workspace, index: int) -> tuple[Model, dict[str, Any]]:
+    """Stored model *index*, trained (again) first if it is missing or its entry is damaged."""
+    if not workspace.has_model(pool.keys[index]):
+        train_models(pool, workspace, [index])
+    try:
+        return load_model(pool, workspace, index)
+    except DamagedEntry:
+        train_models(pool, workspace, [index])
+        return load_model(pool, workspace, index)
 
 
 def load_external(pool: Pool) -> tuple[Model, dict[str, Any]]:
@@ -184,7 +245,11 @@ def fit_pool(pool: Pool, workspace: Workspace, callback: Callback) -> FittedPool
         elif index in missing:
             model, meta = _fit(pool, workspace, index, callback, ensembled.get(index))
         else:
-            model, meta = load_model(pool, workspace, index)
+            try:
+                model, meta = load_model(pool, workspace, index)
+            except DamagedEntry:  # damaged since it was counted as stored: now in quarantine
+                model, meta = _fit(pool, workspace, index, callback, None)
+                missing.append(index)
         model.to(pool.components.device).eval()
         models.append(defense.release(model))
         metas.append(meta)

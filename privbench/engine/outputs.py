@@ -27,16 +27,17 @@ from privbench.engine import recording
 from privbench.engine.components import Components, Configured
 from privbench.engine.fitting import FittedPool
 from privbench.engine.pool import Pool
+from privbench.engine.preflight import check_workspace
 from privbench.engine.progress import Callback
 from privbench.engine.signals import SignalCache
 from privbench.engine.slicing import check_slices, slice_groups
-from privbench.engine.spec import AuditSpec, PluginChoice
+from privbench.engine.spec import AuditSpec, PluginChoice, seed_problem
 from privbench.engine.store import Workspace, digest, tensor_digest
 from privbench.errors import AccessDeniedError, OptionError, PrivbenchError
 from privbench.plugins import Registry
 from privbench.plugins.data import LoadedDataset, Model, TensorData
 from privbench.plugins.views import Access, ModelView
-from privbench.results.parts import TargetUtility, Utility
+from privbench.results.parts import Failure, TargetUtility, Utility
 from privbench.results.result import AuditResult
 
 KINDS = ("logits", "probabilities", "losses")
@@ -194,6 +195,9 @@ def audit_outputs(
     With *skip_unsupported*, an attack that queries what outputs cannot answer is left out
     (and a note says so) instead of failing the audit. *slices* as for any audit (``class``
     and ``correct`` need the labels, so not losses)."""
+    check_workspace(workspace.root, database=insert)
+    if (problem := seed_problem(seed)) is not None:
+        raise OptionError(problem)
     callback = callback or Callback()
     started = time.perf_counter()
     if kind not in KINDS:
@@ -252,6 +256,7 @@ def audit_outputs(
     fitted = FittedPool([_lookup(t) for t in tables], [{"index": 0}], 0, 0.0)
     cache = OutputsCache(pool, workspace)
     results, curves, notes = [], {}, [f"outputs given as {kind}: no model was trained or queried"]
+    failures: list[Failure] = []
     groups = slice_groups(slices, pool, fitted.models, cache)
     for attack in components.attacks:
         try:
@@ -262,6 +267,10 @@ def audit_outputs(
             if not skip_unsupported:
                 raise
             notes.append(f"attack {attack.name} left out: {err}")
+            continue
+        except Exception as err:  # a plugin error fails that attack alone, as in an audit
+            failures.append(Failure.of("attack", attack.name, err))
+            callback.on_failure(failures[-1])
             continue
         results.append(result)
     correct = (tables[0].argmax(1).numpy() == labels_array) if kind != "losses" else None
@@ -278,6 +287,7 @@ def audit_outputs(
         memorization=None,
         reconstructions=(),
         notes=notes,
+        failures=failures,
         num_classes=classes if kind != "losses" else 0,
         references=len(tables) - 1,
     )

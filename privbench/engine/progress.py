@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from privbench.engine.spec import AuditSpec
+    from privbench.results.parts import Failure
     from privbench.results.result import AuditResult
 
 
@@ -52,6 +53,14 @@ class Callback:
 
     def on_attack_end(self, name: str, auc: float, seconds: float) -> None:
         """The attack is done: its pooled AUC and its cost in seconds."""
+
+    def on_failure(self, failure: Failure) -> None:
+        """An attack, scorer or analysis raised: it is recorded as failed (``failure.line``
+        says what and why) and the audit goes on with the others."""
+
+    def on_store_repair(self, message: str) -> None:
+        """A stored entry failed its check and was moved to ``quarantine/``; it is rebuilt
+        where the audit needs it. *message* is one line saying which and why."""
 
     def on_audit_end(self, result: AuditResult) -> None:
         """The audit is written (its files, and its database row unless the caller inserts)."""
@@ -140,6 +149,12 @@ class PrintProgress(Callback):
 
     def on_attack_end(self, name: str, auc: float, seconds: float) -> None:
         self._line(f"attack {name} done: AUC {auc:.4f} ({seconds:.1f} s)")
+
+    def on_failure(self, failure: Failure) -> None:
+        self._line(f"failed: {failure.line}")
+
+    def on_store_repair(self, message: str) -> None:
+        self._line(message)
 
     def on_audit_end(self, result: AuditResult) -> None:
         self._line(f"run {result.run_id} written to {result.path}")

@@ -47,10 +47,15 @@ def _candidates(attack: Configured, context: ReconstructionContext, shape: torch
 
 
 def reconstruct(
-    pool: Pool, fitted: FittedPool, cache: SignalCache, artifacts: Artifacts
+    pool: Pool,
+    fitted: FittedPool,
+    cache: SignalCache,
+    artifacts: Artifacts,
+    on_failure: Callable[[str, Exception], None] | None = None,
 ) -> list[ReconstructionResult]:
     """Every reconstruction attack against the first target; adds each PNG grid of training
-    images above their reconstructions to *artifacts*."""
+    images above their reconstructions to *artifacts*. With *on_failure*, an attack that
+    raises is reported to it (name, error) and the others still run."""
     target = pool.targets[0]
     key = pool.keys[target]
     members = pool.population.x[torch.as_tensor(pool.masks[target])]
@@ -61,8 +66,9 @@ def reconstruct(
     initial = pool.build_model(target)
     initial_digest = tensor_digest(*initial.state_dict().values())
     declared = cache.workspace.stored_tensor(key, DECLARED_TRAINING_SET)
-    results = []
-    for attack in pool.components.reconstructions:
+    results: list[ReconstructionResult] = []
+
+    def attempt(attack: Configured) -> None:
         started = time.perf_counter()
         context = ReconstructionContext(
             target=cache.view(target, fitted.models[target], attack.instance.access),
@@ -111,4 +117,13 @@ def reconstruct(
                 declared_training_set=seen,
             )
         )
+
+    for attack in pool.components.reconstructions:
+        if on_failure is None:
+            attempt(attack)
+            continue
+        try:
+            attempt(attack)
+        except Exception as err:  # a plugin error fails that attack alone
+            on_failure(attack.name, err)
     return results

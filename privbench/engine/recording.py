@@ -27,6 +27,7 @@ from privbench.engine.store import Workspace
 from privbench.results.db import ResultsDB
 from privbench.results.parts import (
     AttackResult,
+    Failure,
     MemorizationSummary,
     PluginRecord,
     ReconstructionResult,
@@ -79,6 +80,7 @@ def assemble(
     memorization: MemorizationSummary | None,
     reconstructions: Sequence[ReconstructionResult],
     notes: Sequence[str] = (),
+    failures: Sequence[Failure] = (),
     num_classes: int = 0,
     references: int = 0,
     sample_names: Mapping[int, str] | None = None,
@@ -132,6 +134,7 @@ def assemble(
         environment=environment(components),
         seconds=seconds,
         notes=tuple(notes),
+        failures=tuple(failures),
         warnings=caveats(attacks, utility, num_classes, references, paper_references),
         sample_names=dict(sample_names) if sample_names else None,
     )

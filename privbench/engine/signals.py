@@ -13,7 +13,7 @@ import torch
 
 from privbench.engine.pool import Pool
 from privbench.engine.store import Workspace, digest
-from privbench.errors import AccessDeniedError, OptionError
+from privbench.errors import AccessDeniedError, OptionError, TrainingDivergedError
 from privbench.plugins import Registry
 from privbench.plugins.interfaces import Access, Model, ModelView, Signal, TensorData
 from privbench.plugins.options import config_dict
@@ -81,14 +81,13 @@ class SignalCache:
             if augmentation not in AUGMENTATIONS:
                 raise ValueError(f"augmentation must be one of {AUGMENTATIONS}")
             if augmentation == "hflip" and not pool.dataset.hflip_preserves_label:
-                raise OptionError(
-                    f"mirrored queries change labels in dataset '{pool.spec.dataset.name}'; "
-                    "turn the attack's hflip/augment option off"
-                )
+                raise OptionError(_mirrored(pool))
             x = population.x.flip(-1) if augmentation == "hflip" else population.x
             full = ModelView(model, Access.LOGITS, device=device)
             return workspace.cached_tensor(
-                key, self.cache_name(Signal.logits(augmentation)), lambda: full.logits(x)
+                key,
+                self.cache_name(Signal.logits(augmentation)),
+                lambda: self.finite(index, "the population", full.logits(x)),
             )
 
         def population_signal(
@@ -113,7 +112,26 @@ class SignalCache:
         """The released model's logits on the test split (cached): its utility."""
         test = self.pool.dataset.test
         return self.workspace.cached_tensor(
-            self.pool.keys[index], f"test-{self.pool.test_digest[:16]}", lambda: view.logits(test.x)
+            self.pool.keys[index],
+            f"test-{self.pool.test_digest[:16]}",
+            lambda: self.finite(index, "the test split", view.logits(test.x)),
+        )
+
+    def finite(self, index: int, where: str, logits: torch.Tensor) -> torch.Tensor:
+        """*logits* of model *index*, refused (never cached) when any is NaN or infinite: every
+        metric after them would be meaningless."""
+        if bool(torch.isfinite(logits).all()):
+            return logits
+        defense = self.pool.spec.defense
+        cause = f"lower --lr (now {self.pool.spec.recipe.lr:g})"
+        if defense.name != "none":
+            options = ", ".join(f"{k}={v}" for k, v in defense.options.items())
+            cause = (
+                f"check defense '{defense.name}'" + (f" ({options})" if options else "")
+                + f" for a noise scale too large, or {cause}"
+            )  # fmt: skip
+        raise TrainingDivergedError(
+            f"model {index} of the pool gives non-finite logits (NaN or inf) on {where}: {cause}"
         )
 
     def compute(self, index: int, model: Model, wanted: Iterable[Signal], target: bool) -> None:
@@ -135,6 +153,24 @@ class SignalCache:
         names = [self.cache_name(signal) for signal in wanted]
         keys = [self.pool.keys[index] for index in indices]
         return sum(self.workspace.tensor_seconds(k, n) or 0.0 for k in keys for n in names)
+
+
+def _mirrored(pool: Pool, attack: str = "the attack") -> str:
+    return (
+        f"mirrored queries change labels in dataset '{pool.spec.dataset.name}'; turn "
+        f"{attack}'s hflip/augment option off"
+    )
+
+
+def check_queries(pool: Pool) -> None:
+    """Refuse, before any training, an attack that lists mirrored queries on data whose labels
+    mirroring changes (found while it runs, it would fail that attack alone)."""
+    if pool.dataset.hflip_preserves_label:
+        return
+    for attack in pool.components.attacks:
+        listed = listed_signals(attack.instance, False) or ()
+        if Signal.logits("hflip") in listed:
+            raise OptionError(_mirrored(pool, f"attack '{attack.name}'"))
 
 
 def wanted_signals(pool: Pool) -> list[Signal]:

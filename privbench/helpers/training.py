@@ -12,12 +12,14 @@ epoch.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
+from privbench.errors import TrainingDivergedError
 from privbench.plugins.interfaces import Trainer
 
 BatchLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -73,7 +75,9 @@ def train_epochs(
     drawing each epoch's inputs before its batches), augments with ``trainer.augment``, computes
     ``batch_loss(inputs, index)`` under :func:`autocast` (unless ``mixed_precision=False``),
     then ``zero_grad(set_to_none=True)``, ``backward``, ``step``. The scheduler steps after every
-    epoch, then ``on_epoch(epoch + 1, epochs)`` is called.
+    epoch, then ``on_epoch(epoch + 1, epochs)`` is called. An epoch whose loss is not finite
+    raises :class:`~privbench.errors.TrainingDivergedError` (the engine names the model and
+    stores nothing of it).
 
     Random draws, in order: without ``generator``, :func:`seeded_generator` of ``trainer.seed``
     seeds the global RNG and makes the generator (pass one to seed earlier, as DP-SGD does before
@@ -114,6 +118,10 @@ def train_epochs(
                 total += float(loss.detach()) * len(index)
                 seen += len(index)
         scheduler.step()
+        if seen and not math.isfinite(total):  # stop now: later epochs cannot recover
+            raise TrainingDivergedError(
+                f"its training loss is {total / seen} at epoch {epoch + 1} of {epochs}"
+            )
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs)
     model.eval()

@@ -8,7 +8,9 @@ int64 class indices; a :class:`Model` normalises by the dataset's mean and std i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -102,6 +104,16 @@ class Model(nn.Module):
         return F.cross_entropy(self(x), y, reduction="none")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _finite(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    """Models train in float32: inf, nan or a value beyond float32's range would only fail
+    once the first model trained (or silently overflow to inf)."""
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError(f"'{attribute.name}' must be a finite float32 (below 3.4e38): {value}")
+
+
 @attrs.frozen
 class TrainingRecipe:
     """Everything about training that is not the data, the model or the defense."""
@@ -109,9 +121,9 @@ class TrainingRecipe:
     epochs: int = attrs.field(default=30, validator=attrs.validators.ge(1))
     batch_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     optimizer: str = attrs.field(default="sgd", validator=attrs.validators.in_(("sgd", "adamw")))
-    lr: float = attrs.field(default=0.05, validator=attrs.validators.gt(0))
-    momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
-    weight_decay: float = attrs.field(default=5e-4, validator=attrs.validators.ge(0))
+    lr: float = attrs.field(default=0.05, validator=[attrs.validators.gt(0), _finite])
+    momentum: float = attrs.field(default=0.9, validator=[attrs.validators.ge(0), _finite])
+    weight_decay: float = attrs.field(default=5e-4, validator=[attrs.validators.ge(0), _finite])
     augment: str = attrs.field(
         default="none", validator=attrs.validators.in_(("none", "flip", "crop", "flip+crop"))
     )

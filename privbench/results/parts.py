@@ -321,3 +321,24 @@ class ReconstructionResult:
 
     def to_record(self) -> dict[str, Any]:
         return {k: v for k, v in attrs.asdict(self).items() if v is not None}
+
+
+@attrs.frozen
+class Failure:
+    """A part of an audit that raised (an attack, a scorer, an analysis): recorded beside the
+    results of the others, which are kept."""
+
+    kind: str
+    """``attack``, ``scorer``, ``memorization`` or ``reconstruction``."""
+    name: str
+    error: str
+    """The exception, as one line: ``ValueError: ...``."""
+
+    @classmethod
+    def of(cls, kind: str, name: str, error: BaseException) -> Failure:
+        text = " ".join(str(error).split()) or "(no message)"
+        return cls(kind, name, f"{type(error).__name__}: {text[:300]}")
+
+    @property
+    def line(self) -> str:
+        return f"{self.kind} '{self.name}' failed: {self.error}"

@@ -24,6 +24,7 @@ from privbench.analysis.theory import TheoreticalMaximum
 from privbench.errors import PrivbenchError
 from privbench.results.parts import (
     AttackResult,
+    Failure,
     MembershipScores,
     MemorizationSummary,
     ReconstructionResult,
@@ -75,6 +76,13 @@ class AuditResult:
     """The run's folder (``results.json``, plots, CSVs)."""
     scores_digest: str | None = None
     """SHA-256 of the run's per-sample scores file, as recorded."""
+    failures: tuple[Failure, ...] = ()
+    """The attacks, scorers and analyses that raised, with their errors (the rest is kept)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every part of the audit finished (no :attr:`failures`)."""
+        return not self.failures
 
     # -- access ---------------------------------------------------------------------------------
 
@@ -182,6 +190,8 @@ class AuditResult:
             record["warnings"] = list(self.warnings)
         if self.sample_names:
             record["sample_names"] = {str(k): v for k, v in self.sample_names.items()}
+        if self.failures:
+            record["failures"] = [attrs.asdict(f) for f in self.failures]
         if self.scores_digest is not None:
             record["scores"] = {"file": SCORES_FILE, "sha256": self.scores_digest}
         return record
@@ -225,6 +235,7 @@ class AuditResult:
                 ),
                 path=path,
                 scores_digest=record.get("scores", {}).get("sha256"),
+                failures=tuple(Failure(**f) for f in record.get("failures", ())),
             )
         except (KeyError, TypeError) as err:
             where = f" in {path}" if path else ""

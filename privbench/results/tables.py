@@ -218,6 +218,7 @@ def report(result: AuditResult) -> list[RenderableType]:
     if sliced is not None:
         out.append(sliced)
     out += [f"warning: {warning}" for warning in result.warnings]
+    out += [f"failed: {failure.line}" for failure in result.failures]
     if result.scorers:
         out.append(scorers_table(result))
         if folder is not None:

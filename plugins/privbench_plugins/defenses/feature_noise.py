@@ -21,6 +21,7 @@ first batch it answers.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from typing import Any, ClassVar, Literal
 
@@ -122,7 +123,9 @@ class FeatureNoise(Defense):
     )
     trains_by_recipe: ClassVar[bool] = True  # fit trains normally, then measures features
 
-    scale: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
+    scale: float = attrs.field(
+        default=0.5, validator=[attrs.validators.ge(0), attrs.validators.lt(math.inf)]
+    )
     """Noise standard deviation, as a multiple of the features' RMS on the training data.
     The official code's ``sigma_scale``: 1 on MNIST, 5 on CIFAR-10, 2-3 on ImageNet."""
     seed: int = 0
