@@ -324,3 +324,23 @@ def test_the_cli_exits_1_when_an_attack_failed(capsys, tmp_path, monkeypatch):
     assert code == 1
     assert "failed: attack 'explodes' failed: RuntimeError: boom" in out
     assert "| loss" in out or " loss " in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "inf"], "'lr' must be a finite float32"),
+        (["--lr", "1e308"], "'lr' must be a finite float32"),
+        (["--momentum", "inf"], "'momentum' must be a finite float32"),
+        (["--defense", "feature-noise", "--defense-opt", "scale=inf"], "'scale' must be < inf"),
+    ],
+)
+def test_values_no_training_survives_are_refused_before_any_training(
+    capsys, tmp_path, flags, message
+):
+    code, _, err = run_cli(
+        capsys, "run", "--population", "64", "--epochs", "1", "--shadows", "1", "-q",
+        "-w", str(tmp_path / "ws"), *flags,
+    )  # fmt: skip
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "ws" / "models").exists()

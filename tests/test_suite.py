@@ -158,6 +158,21 @@ def test_a_failing_cell_is_recorded_and_the_others_run(capsys, tmp_path, monkeyp
     assert "RuntimeError: this cell breaks" in out
 
 
+def test_a_cell_whose_attack_fails_keeps_its_other_attacks(capsys, tmp_path, monkeypatch):
+    install_broken_plugin(tmp_path, monkeypatch)
+    suite = tmp_path / "partial.toml"
+    broken = '[[attacks]]\nname = "broken"\noptions = { fail = true }\n'
+    suite.write_text(SMALL.replace("[0, 1]", "[0]") + broken)
+    ws = str(tmp_path / "ws")
+    code, out, _ = run_cli(capsys, "bench", str(suite), "-w", ws, "-q")
+    assert code == 1 and "1 partly failed (the rest of them recorded)" in out
+    assert "attack 'broken' failed: RuntimeError: this cell breaks" in out
+    assert [s for s, _ in cells(tmp_path / "ws" / "privbench.db")] == ["partial"]
+    code, out, err = run_cli(capsys, "leaderboard", str(suite), "-w", ws, "--format", "json")
+    assert code == 0, err
+    assert [row["attack"] for row in json.loads(out)["rows"]] == ["loss"]
+
+
 def test_a_suite_interrupted_half_way_resumes_where_it_stopped(capsys, tmp_path, monkeypatch):
     install_broken_plugin(tmp_path, monkeypatch)
     suite = tmp_path / "tiny.toml"

@@ -91,7 +91,8 @@ def register(app: typer.Typer, registry: Registry) -> None:
                         what = "failed" if outcome.status == "failed" else "partly failed"
                         console.print(
                             f"[red]{what}[/]: {escape(outcome.cell.label)}: "
-                            f"{escape(outcome.error or '')}"
+                            f"{escape(outcome.error or '')}",
+                            soft_wrap=True,  # one line a log can be searched for
                         )
                     elif outcome.status == "done":
                         console.print(f"done: {escape(outcome.cell.label)} (run {outcome.run_id})")
