@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from privbench.engine.store import Workspace
@@ -130,6 +130,7 @@ def _check(capsys: pytest.CaptureFixture[str], args: list[str], workspace: Path)
     elif _takes_workspace(args):
         args = [*args, "-w", str(workspace)]
     code, out, err = run_cli(capsys, *args)
+    event(f"{args[0]}: exit {code}")  # --hypothesis-show-statistics: is every outcome reached?
     assert code in (0, 1, 2), (args, code, err[-500:])
     assert "Traceback" not in out + err, (args, err[-2000:])
     if code == 2:
