@@ -27,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 ZERO_FP_01 = "TPR at 0.1% FPR with N < 1,000 non-members is TPR at zero false positives"
 ZERO_FP_1 = "TPR at 1% FPR with N < 100 non-members is TPR at zero false positives"
-OLD_HEADER = (
+OLD_HEADER = (  # the committed leaderboards' header, with the GDP ε since issue 19
     "| rank | dataset | model | defense | attack | seeds | tpr_at_0_1_fpr | tpr_at_1_fpr | auc "
-    "| balanced_accuracy | epsilon_lower | test_accuracy | seconds |"
+    "| balanced_accuracy | epsilon_lower | epsilon_gdp | test_accuracy | seconds |"
 )
 
 
@@ -141,12 +141,13 @@ def test_csv_and_json_carry_the_count(audits: tuple[Path, list[Any]]) -> None:
     }
     # The metrics stay the last columns, the ranked one first.
     header = next(csv.reader(io.StringIO(board.render(rows, "csv", "auc"))))
-    assert header[-7:] == [
+    assert header[-8:] == [
         "auc",
         "tpr_at_0_1_fpr",
         "tpr_at_1_fpr",
         "balanced_accuracy",
         "epsilon_lower",
+        "epsilon_gdp",
         "test_accuracy",
         "seconds",
     ]

@@ -34,10 +34,13 @@ def test_the_smoke_suite_gives_the_metrics_recorded_before_the_redesign(tmp_path
         expected = reference[label]
         for attack in result.attacks:
             recorded = expected["attacks"][attack.name]
-            assert attack.metrics.as_dict() == recorded["metrics"], (label, attack.name)
-            assert {"mean": attack.per_target.mean, "std": attack.per_target.std} == (
-                recorded["per_target"]
-            )
+            # Metrics added since (the GDP fit) are not in the reference: the old ones must hold.
+            measured = attack.metrics.as_dict()
+            assert {k: measured[k] for k in recorded["metrics"]} == recorded["metrics"], label
+            for side in ("mean", "std"):
+                spread = getattr(attack.per_target, side)
+                expected_side = recorded["per_target"][side]
+                assert {k: spread[k] for k in expected_side} == expected_side, (label, side)
             assert attack.roc.to_record() == recorded["roc"], (label, attack.name)
         utility = result.utility
         assert (utility.train_accuracy, utility.test_accuracy) == (
@@ -55,7 +58,8 @@ def test_privbench_run_gives_the_metrics_recorded_before_the_redesign(tmp_path, 
     assert sorted(a.name for a in result.attacks) == sorted(reference["attacks"])
     for attack in result.attacks:
         recorded = reference["attacks"][attack.name]
-        assert attack.metrics.as_dict() == recorded["metrics"], attack.name
+        measured = attack.metrics.as_dict()
+        assert {k: measured[k] for k in recorded["metrics"]} == recorded["metrics"], attack.name
         assert attack.roc.to_record() == recorded["roc"], attack.name
     assert result.utility.test_accuracy == reference["utility"]["test_accuracy"]
     assert result.memorization.to_record() == reference["memorization"]

@@ -17,6 +17,8 @@ threshold's (TPR, FPR) bounds eps from below.
   samples of a weak attack).
 - ``epsilon_estimate`` is the point estimate, maximised over all thresholds of all scores:
   optimistic, for comparison.
+- ``epsilon_gdp`` with ``epsilon_gdp_low`` and ``epsilon_gdp_high`` is the two-sided estimate
+  of the Gaussian-DP (f-DP) fit of the ROC (:mod:`privbench.analysis.gdp`), with ``gdp_mu``.
 
 Caveat for both: in LiRA's game the samples are not independently inserted canaries, so this is an
 empirical indication of leakage, not a formal audit of a DP guarantee.
@@ -24,12 +26,15 @@ empirical indication of leakage, not a formal audit of a DP guarantee.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import numpy as np
 from numpy.typing import ArrayLike
+
+from privbench.analysis.gdp import gdp_estimate
 
 
 @attrs.frozen
@@ -48,6 +53,13 @@ class AttackMetrics:
     epsilon_estimate: float
     n_members: int
     n_nonmembers: int
+    gdp_mu: float = math.nan
+    """The μ of Gaussian DP the attack demonstrates (:mod:`privbench.analysis.gdp`)."""
+    epsilon_gdp: float = math.nan
+    """ε at ``delta`` of that μ, with its two-sided 95% interval ``epsilon_gdp_low`` to
+    ``epsilon_gdp_high``: an estimate, two-sided, beside the one-sided ``epsilon_lower``."""
+    epsilon_gdp_low: float = math.nan
+    epsilon_gdp_high: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -243,6 +255,7 @@ def compute_metrics(
     ranked, _ = _rankable(scores)
     fpr, tpr, _ = roc_curve(truth, ranked, drop_intermediate=False)
     n_members, n_nonmembers = int(truth.sum()), int((~truth).sum())
+    gdp = gdp_estimate(ranked, truth, delta=delta, confidence=confidence)
     return AttackMetrics(
         auc=float(roc_auc_score(truth, ranked)),
         tpr_at_0_1_fpr=tpr_at_fpr(fpr, tpr, 1e-3),
@@ -255,4 +268,8 @@ def compute_metrics(
         epsilon_estimate=float(max(0.0, _epsilon_candidates(tpr, fpr, delta).max())),
         n_members=n_members,
         n_nonmembers=n_nonmembers,
+        gdp_mu=gdp.mu,
+        epsilon_gdp=gdp.epsilon,
+        epsilon_gdp_low=gdp.epsilon_low,
+        epsilon_gdp_high=gdp.epsilon_high,
     )

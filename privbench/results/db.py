@@ -28,6 +28,10 @@ METRIC_COLUMNS = (
     "epsilon_estimate",
     "n_members",
     "n_nonmembers",
+    "gdp_mu",
+    "epsilon_gdp",
+    "epsilon_gdp_low",
+    "epsilon_gdp_high",
 )
 
 RECONSTRUCTION_COLUMNS = (

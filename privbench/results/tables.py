@@ -114,6 +114,19 @@ def slices_table(result: AuditResult) -> Table | None:
     return table
 
 
+def gdp_line(result: AuditResult) -> str | None:
+    """Each attack's two-sided ε from the Gaussian-DP fit of its ROC (older runs lack it)."""
+    parts = [
+        f"{a.name} {a.metrics.epsilon_gdp:.2f} [{a.metrics.epsilon_gdp_low:.2f}, "
+        f"{a.metrics.epsilon_gdp_high:.2f}]"
+        for a in result.attacks
+        if a.metrics.epsilon_gdp == a.metrics.epsilon_gdp  # not NaN
+    ]
+    if not parts:
+        return None
+    return "ε from the Gaussian-DP fit of the ROC, 95% interval: " + "; ".join(parts)
+
+
 def dp_bound_line(result: AuditResult) -> str | None:
     bound = result.dp_bound
     if bound is None:
@@ -219,6 +232,9 @@ def report(result: AuditResult) -> list[RenderableType]:
         out.append(sliced)
     out += [f"warning: {warning}" for warning in result.warnings]
     out += [f"failed: {failure.line}" for failure in result.failures]
+    gdp = gdp_line(result)
+    if gdp:
+        out.append(gdp)
     if result.scorers:
         out.append(scorers_table(result))
         if folder is not None:

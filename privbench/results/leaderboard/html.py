@@ -43,6 +43,7 @@ LABELS = {
     "balanced_accuracy_at_eer": "bal. acc. (EER)",
     "advantage": "advantage",
     "epsilon_lower": "ε≥ (95%)",
+    "epsilon_gdp": "ε GDP",
     "epsilon_estimate": "ε estimate",
     "n_members": "members",
     "n_nonmembers": "non-members",
