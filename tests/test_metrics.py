@@ -11,13 +11,8 @@ import pytest
 from scipy.stats import beta
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from privbench.analysis.metrics import (
-    clopper_pearson,
-    compute_metrics,
-    roc,
-    split_halves,
-    tpr_at_fpr,
-)
+from privbench.analysis.binomial import clopper_pearson, split_halves
+from privbench.analysis.metrics import compute_metrics, roc, tpr_at_fpr
 from privbench.results.files import write_json_atomic
 from privbench.results.plots import plot_roc
 

@@ -81,8 +81,9 @@ def gdp_estimate(
 ) -> GDPEstimate:
     """μ and ε with their two-sided intervals from *scores* (higher = member) and *truth*."""
     from scipy.stats import norm
+    from sklearn.metrics import roc_curve
 
-    from privbench.analysis.metrics import clopper_pearson, roc_curve, split_halves
+    from privbench.analysis.binomial import clopper_pearson, split_halves
 
     scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
     nothing = GDPEstimate(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)

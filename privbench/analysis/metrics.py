@@ -34,6 +34,7 @@ import attrs
 import numpy as np
 from numpy.typing import ArrayLike
 
+from privbench.analysis.binomial import _lower, _upper, split_halves
 from privbench.analysis.gdp import gdp_estimate
 
 
@@ -77,12 +78,6 @@ def roc_auc_score(*args: Any, **kwargs: Any) -> Any:
     from sklearn.metrics import roc_auc_score as sklearn_roc_auc_score
 
     return sklearn_roc_auc_score(*args, **kwargs)
-
-
-def _beta() -> Any:
-    from scipy.stats import beta
-
-    return beta
 
 
 def _validate(scores: ArrayLike, is_member: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -156,24 +151,6 @@ def tpr_on_grid(fpr: ArrayLike, tpr: ArrayLike, grid: ArrayLike) -> np.ndarray:
     return np.where(at >= 0, best[np.clip(at, 0, None)], 0.0)
 
 
-def _lower(k: np.ndarray, trials: int, alpha: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):  # beta.ppf at k = 0 is NaN, replaced by np.where
-        return np.where(k > 0, _beta().ppf(alpha / 2, k, trials - k + 1), 0.0)
-
-
-def _upper(k: np.ndarray, trials: int, alpha: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):  # isf keeps precision for upper bounds near 0
-        return np.where(k < trials, _beta().isf(alpha / 2, k + 1, trials - k), 1.0)
-
-
-def clopper_pearson(
-    successes: ArrayLike, trials: int, confidence: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided Clopper-Pearson interval ``(lower, upper)``: exact, so valid at tiny counts."""
-    k = np.asarray(successes, dtype=np.float64)
-    return _lower(k, trials, 1.0 - confidence), _upper(k, trials, 1.0 - confidence)
-
-
 def _per_count(
     bound: Callable[[np.ndarray, int, float], np.ndarray], rate: np.ndarray, n: int, alpha: float
 ) -> np.ndarray:
@@ -181,13 +158,6 @@ def _per_count(
     # roc_curve divides the counts by their totals; rint recovers them exactly.
     counts, inverse = np.unique(np.rint(rate * n), return_inverse=True)
     return bound(counts, n, alpha)[inverse]
-
-
-def split_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The selection and evaluation halves of ``epsilon_lower``: a seeded random permutation of
-    ``range(n)``, its first ``n // 2`` entries selecting the test and the rest evaluating it."""
-    order = np.random.default_rng(seed).permutation(n)
-    return order[: n // 2], order[n // 2 :]
 
 
 def _epsilon_candidates(tpr: np.ndarray, fpr: np.ndarray, delta: float) -> np.ndarray:
