@@ -47,10 +47,11 @@ def spread(per_target: Sequence[dict[str, float]]) -> Spread:
     """Mean and sample standard deviation of each metric over target models."""
     keys = per_target[0].keys()
     values = {k: np.array([float(m[k]) for m in per_target]) for k in keys}
-    return Spread(
-        mean={k: float(v.mean()) for k, v in values.items()},
-        std={k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
-    )
+    with np.errstate(invalid="ignore"):  # an infinite bound's spread is undefined: NaN
+        return Spread(
+            mean={k: float(v.mean()) for k, v in values.items()},
+            std={k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
+        )
 
 
 VULNERABLE = 16
