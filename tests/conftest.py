@@ -1,17 +1,21 @@
 """Fixtures and helpers shared by several test modules: the installed plugins and digits, a
 small CNN, the loss attack's AUC on a member / non-member split, a linear timm-style network,
-and the command line run in this process."""
+the null defense that ignores members (every attack must fall to chance against it), and the
+command line run in this process."""
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
+import attrs
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from privbench import LoadedDataset, Model, TensorData
+from privbench import LoadedDataset, Model, TensorData, hookimpl
 from privbench.cli import main
 from privbench.helpers import TimmStyleNet
 from privbench.plugins import Registry, set_registry
@@ -84,3 +88,37 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
         main(list(args))
     out, err = capsys.readouterr()
     return exit_info.value.code or 0, out, err
+
+
+@attrs.frozen
+class IgnoreMembers:
+    """An honest null: every model trains on seeded noise, never on its members, so the target's
+    outputs are independent of membership (the keep-masks still are what they were)."""
+
+    name: ClassVar[str] = "ignore-members"
+    description: ClassVar[str] = "trains on seeded noise instead of the members"
+
+    def prepare_model(self, model: Model) -> Model:
+        return model
+
+    def fit(self, model: Model, data: TensorData, trainer: Any) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(trainer.seed)
+        noise = TensorData(
+            torch.rand((64, *data.x.shape[1:]), generator=g), torch.randint(10, (64,), generator=g)
+        )
+        return trainer.fit(model, noise)
+
+    def release(self, model: Model) -> Model:
+        return model
+
+
+def null_defense_plugin() -> types.ModuleType:
+    """A plugin module registering :class:`IgnoreMembers` (load it into a registry)."""
+    module = types.ModuleType("null_defense_plugin")
+
+    @hookimpl
+    def register_defenses(register: Any) -> None:
+        register(IgnoreMembers)
+
+    module.register_defenses = register_defenses  # type: ignore[attr-defined]
+    return module

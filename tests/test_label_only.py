@@ -5,14 +5,12 @@ ignored membership or ran under strong DP-SGD."""
 from __future__ import annotations
 
 import tempfile
-import types
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
-import attrs
 import numpy as np
 import pytest
 import torch
+from conftest import null_defense_plugin
 from privbench_plugins.attacks.label_only import (
     AugmentationAttack,
     GapAttack,
@@ -29,7 +27,6 @@ from privbench import (
     OptionError,
     TensorData,
     TrainingRecipe,
-    hookimpl,
 )
 from privbench.engine.audit import run_audit
 from privbench.engine.spec import AuditSpec, PluginChoice
@@ -139,38 +136,9 @@ def test_bad_options_raise_option_errors(name, options, match):
 # -- end to end ------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class IgnoreMembers:
-    """An honest null: every model trains on seeded noise, never on its members, so the target's
-    outputs are independent of membership (the keep-masks still are what they were)."""
-
-    name: ClassVar[str] = "ignore-members"
-    description: ClassVar[str] = "trains on seeded noise instead of the members"
-
-    def prepare_model(self, model):
-        return model
-
-    def fit(self, model, data: TensorData, trainer) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(trainer.seed)
-        noise = TensorData(
-            torch.rand((64, *data.x.shape[1:]), generator=g), torch.randint(10, (64,), generator=g)
-        )
-        return trainer.fit(model, noise)
-
-    def release(self, model):
-        return model
-
-
 def _registry() -> Registry:
-    module = types.ModuleType("null_defense_plugin")
-
-    @hookimpl
-    def register_defenses(register):
-        register(IgnoreMembers)
-
-    module.register_defenses = register_defenses  # type: ignore[attr-defined]
     registry = Registry.from_environment()
-    registry.load_module(module)
+    registry.load_module(null_defense_plugin())
     return registry
 
 
@@ -213,16 +181,7 @@ def _audit(pool: dict[str, Any], **changes: Any) -> dict[str, float]:
     return aucs
 
 
-@pytest.fixture(scope="module")
-def single_thread() -> Iterator[None]:
-    # These networks are tiny: one thread avoids oversubscribing two busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_label_only_attacks_beat_chance_on_an_overfit_mlp(single_thread):
+def test_label_only_attacks_beat_chance_on_an_overfit_mlp(one_thread):
     aucs = _audit(MLP_POOL)  # measured: gap 0.603, augment 0.588, noise 0.694
     assert aucs["gap"] > 0.55, aucs
     assert aucs["augment"] > 0.55, aucs
@@ -230,19 +189,19 @@ def test_label_only_attacks_beat_chance_on_an_overfit_mlp(single_thread):
     assert aucs["noise"] > aucs["gap"] + 0.05, aucs
 
 
-def test_augmentation_beats_gap_on_a_cnn_trained_with_those_augmentations(single_thread):
+def test_augmentation_beats_gap_on_a_cnn_trained_with_those_augmentations(one_thread):
     aucs = _audit(CNN_POOL)  # measured: gap 0.584, augment 0.613 (seeds 1, 2: +0.02, +0.04)
     assert aucs["gap"] > 0.55, aucs
     assert aucs["augment"] > aucs["gap"], aucs
 
 
-def test_no_label_only_attack_finds_membership_that_training_ignored(single_thread):
+def test_no_label_only_attack_finds_membership_that_training_ignored(one_thread):
     for label, auc in _audit(MLP_POOL, defense=PluginChoice("ignore-members")).items():
         assert abs(auc - 0.5) < 0.06, (label, auc)
 
 
 @pytest.mark.slow
-def test_strong_dp_sgd_brings_label_only_attacks_to_chance(single_thread):
+def test_strong_dp_sgd_brings_label_only_attacks_to_chance(one_thread):
     # epsilon = 0.5 bounds any attack's AUC close to 0.5; 15 epochs keep opacus to ~15 s.
     recipe = TrainingRecipe(epochs=15, batch_size=32, lr=0.05)
     dp = PluginChoice("dp-sgd", {"epsilon": 0.5})

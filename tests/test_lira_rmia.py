@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import tempfile
 import types
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import numpy as np
 import pytest
 import torch
+from conftest import null_defense_plugin
 from privbench_plugins.attacks.lira import LiRA, lira_scores
 from privbench_plugins.attacks.rmia import RMIA, log_likelihood_ratio, pairwise_scores
 from privbench_plugins.scorers.confidence import logit_confidence
 from scipy.stats import norm
 
-from privbench import OptionError, TensorData, TrainingRecipe, hookimpl
+from privbench import OptionError, TensorData, TrainingRecipe
 from privbench.engine.audit import prepare, run_audit
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import Workspace
@@ -243,39 +243,6 @@ def test_online_lira_needs_two_shadow_models():
 # -- end to end ------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class IgnoreMembers:
-    """An honest null: every model trains on seeded noise, never on its members, so the target's
-    outputs are independent of membership (the keep-masks still are what they were)."""
-
-    name: ClassVar[str] = "ignore-members"
-    description: ClassVar[str] = "trains on seeded noise instead of the members"
-
-    def prepare_model(self, model):
-        return model
-
-    def fit(self, model, data: TensorData, trainer) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(trainer.seed)
-        noise = TensorData(
-            torch.rand((64, *data.x.shape[1:]), generator=g), torch.randint(10, (64,), generator=g)
-        )
-        return trainer.fit(model, noise)
-
-    def release(self, model):
-        return model
-
-
-def _null_plugin() -> types.ModuleType:
-    module = types.ModuleType("null_defense_plugin")
-
-    @hookimpl
-    def register_defenses(register):
-        register(IgnoreMembers)
-
-    module.register_defenses = register_defenses  # type: ignore[attr-defined]
-    return module
-
-
 ATTACKS = {
     "loss": PluginChoice("loss"),
     "lira": PluginChoice("lira"),
@@ -296,24 +263,15 @@ def _audit(registry: Registry, workspace: Workspace, **changes: Any) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def single_thread() -> Iterator[None]:
-    # These networks are tiny: one thread avoids oversubscribing two busy cores (10x faster).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def overfit(single_thread) -> dict[str, dict]:
+def overfit(one_thread) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as root:
         return _audit(_registry(), Workspace(root))
 
 
 @pytest.fixture(scope="module")
-def null(single_thread) -> dict[str, dict]:
+def null(one_thread) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as root:
-        registry = _registry(_null_plugin())
+        registry = _registry(null_defense_plugin())
         return _audit(registry, Workspace(root), defense=PluginChoice("ignore-members"))
 
 
@@ -334,7 +292,7 @@ def test_no_attack_finds_membership_that_training_ignored(null):
 
 
 def test_lira_refuses_mirrored_queries_where_they_change_labels():
-    from privbench import AttackContext, OptionError, TensorData
+    from privbench import AttackContext, OptionError
 
     context = AttackContext(
         target=None,

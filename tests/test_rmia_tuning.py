@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator
 
 import attrs
 import numpy as np
@@ -202,16 +201,7 @@ def test_attack_contract(options, shadows):
 # -- end to end ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def single_thread() -> Iterator[None]:
-    # These networks are tiny: one thread avoids oversubscribing two busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_tuned_a_beats_chance_and_matches_the_fixed_default_on_an_overfit_pool(single_thread):
+def test_tuned_a_beats_chance_and_matches_the_fixed_default_on_an_overfit_pool(one_thread):
     registry = _registry()
     base = AuditSpec(
         dataset=PluginChoice("digits"),

@@ -5,14 +5,13 @@ end on an overfit pool and on a pool where membership carries no information."""
 from __future__ import annotations
 
 import tempfile
-import types
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import attrs
 import numpy as np
 import pytest
 import torch
+from conftest import null_defense_plugin
 from privbench_plugins.attacks.shadow_classifier import (
     ShadowClassifier,
     logit_scale,
@@ -20,7 +19,7 @@ from privbench_plugins.attacks.shadow_classifier import (
 )
 from sklearn.metrics import roc_auc_score
 
-from privbench import OptionError, TensorData, TrainingRecipe, hookimpl
+from privbench import OptionError, TrainingRecipe
 from privbench.engine.audit import run_audit
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import Workspace
@@ -164,39 +163,6 @@ def _spec(**changes: Any) -> AuditSpec:
     return attrs.evolve(base, **changes)
 
 
-@attrs.frozen
-class IgnoreMembers:
-    """An honest null: every model trains on seeded noise, never on its members, so the target's
-    outputs are independent of membership (the keep-masks still are what they were)."""
-
-    name: ClassVar[str] = "ignore-members"
-    description: ClassVar[str] = "trains on seeded noise instead of the members"
-
-    def prepare_model(self, model):
-        return model
-
-    def fit(self, model, data: TensorData, trainer) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(trainer.seed)
-        noise = TensorData(
-            torch.rand((64, *data.x.shape[1:]), generator=g), torch.randint(10, (64,), generator=g)
-        )
-        return trainer.fit(model, noise)
-
-    def release(self, model):
-        return model
-
-
-def _null_plugin() -> types.ModuleType:
-    module = types.ModuleType("null_defense_plugin")
-
-    @hookimpl
-    def register_defenses(register):
-        register(IgnoreMembers)
-
-    module.register_defenses = register_defenses  # type: ignore[attr-defined]
-    return module
-
-
 ATTACKS = {
     "loss": PluginChoice("loss"),
     "shadow-classifier": PluginChoice("shadow-classifier"),
@@ -215,25 +181,16 @@ def _audit(registry: Registry, workspace: Workspace, **changes: Any) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def single_thread() -> Iterator[None]:
-    # These networks are tiny: one thread avoids oversubscribing two busy cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def overfit(single_thread) -> dict[str, dict]:
+def overfit(one_thread) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as root:
         return _audit(Registry.from_environment(), Workspace(root))
 
 
 @pytest.fixture(scope="module")
-def null(single_thread) -> dict[str, dict]:
+def null(one_thread) -> dict[str, dict]:
     with tempfile.TemporaryDirectory() as root:
         registry = Registry.from_environment()
-        registry.load_module(_null_plugin())
+        registry.load_module(null_defense_plugin())
         return _audit(registry, Workspace(root), defense=PluginChoice("ignore-members"))
 
 
