@@ -30,7 +30,8 @@ def context_for(
     pool: Pool, fitted: FittedPool, cache: SignalCache, attack: Configured, target: int
 ) -> AttackContext:
     """What *attack* sees when pool model *target* is the target: the target through a view of
-    the attack's declared access, its shadows (the attacker's own) with full access."""
+    the attack's declared access, its shadows (the attacker's own) with full access, and the
+    dataset's test split as public non-members."""
     others = pool.shadows_of(target)
     return AttackContext(
         target=cache.view(target, fitted.models[target], attack.instance.access),
@@ -40,6 +41,7 @@ def context_for(
         num_classes=pool.dataset.num_classes,
         seed=pool.seed_of(10_000 + target),
         hflip_preserves_label=pool.dataset.hflip_preserves_label,
+        public=pool.dataset.test if len(pool.dataset.test) else None,
     )
 
 

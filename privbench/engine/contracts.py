@@ -141,7 +141,8 @@ def check_attack(
     cls: type, shadows: int | None = None, registry: Registry | None = None, **options: Any
 ) -> np.ndarray:
     """``score`` returns one finite score per population sample using only declared access,
-    and reads no per-model signal that its ``signals()`` (if it has one) leaves out.
+    and reads no per-model signal that its ``signals()`` (if it has one) leaves out. The context
+    holds 20 candidates, *shadows* shadow models and 16 public non-members (``public``).
 
     Scorers an attack asks for by name are looked up in *registry* (the installed plugins by
     default), as the engine does. An attack that defines ``reconstruct`` instead is handed to
@@ -157,6 +158,7 @@ def check_attack(
     count = max(getattr(attack, "min_shadows", 0), 4 if shadows is None else shadows)
     rng = np.random.default_rng(0)
     population = TensorData(torch.rand(20, 1, 8, 8), torch.arange(20) % 3)
+    public_rng = torch.Generator().manual_seed(1)  # known non-members
 
     read: list[Signal] = []
 
@@ -190,6 +192,7 @@ def check_attack(
         population=population,
         num_classes=3,
         seed=0,
+        public=TensorData(torch.rand(16, 1, 8, 8, generator=public_rng), torch.arange(16) % 3),
     )
     scores = np.asarray(attack.score(context), dtype=np.float64)
     assert scores.shape == (20,), f"{cls.name}: one score per sample, got {scores.shape}"

@@ -168,6 +168,10 @@ class AttackContext:
     hflip_preserves_label: bool = True
     """Whether mirrored queries (``population_logits("hflip")``) keep the label; where they do
     not (digits), asking for them raises an OptionError."""
+    public: TensorData | None = None
+    """Samples of the same distribution that no model of the pool trained on (the dataset's test
+    split), which an attacker may use as known non-members (quantile regression); None where
+    there are none (audits of outputs alone)."""
 
 
 @attrs.frozen
