@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -41,3 +42,45 @@ def split_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ``range(n)``, its first ``n // 2`` entries selecting the test and the rest evaluating it."""
     order = np.random.default_rng(seed).permutation(n)
     return order[: n // 2], order[n // 2 :]
+
+
+@attrs.frozen(eq=False)
+class SplitHalves:
+    """Scores split by :func:`split_halves`: the selection half's ROC, on which a test is chosen,
+    and the evaluation half, on which the chosen test's hits and false alarms are counted."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+    members: int
+    """Members in the selection half (``nonmembers`` likewise)."""
+    nonmembers: int
+    scores: np.ndarray
+    """The evaluation half's scores, with ``truth``."""
+    truth: np.ndarray
+
+    @classmethod
+    def of(cls, scores: np.ndarray, truth: np.ndarray, seed: int = 0) -> SplitHalves | None:
+        """The halves of *scores* (higher = member), or None when either half lacks members or
+        non-members: no test can then be chosen or counted."""
+        from sklearn.metrics import roc_curve  # on use: scikit-learn takes a second to import
+
+        select, evaluate = split_halves(len(scores), seed)
+        for half in (select, evaluate):
+            if truth[half].all() or not truth[half].any():
+                return None
+        s_truth = truth[select]
+        fpr, tpr, thresholds = roc_curve(s_truth, scores[select], drop_intermediate=False)
+        return cls(fpr, tpr, thresholds, int(s_truth.sum()), int((~s_truth).sum()),
+                   scores[evaluate], truth[evaluate])  # fmt: skip
+
+    def counts_at(self, threshold: float) -> tuple[int, int, int, int]:
+        """``(hits, members, false alarms, non-members)`` of the test ``score >= threshold`` on
+        the evaluation half."""
+        flagged = self.scores >= threshold
+        return (
+            int((flagged & self.truth).sum()),
+            int(self.truth.sum()),
+            int((flagged & ~self.truth).sum()),
+            int((~self.truth).sum()),
+        )

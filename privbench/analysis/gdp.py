@@ -27,6 +27,8 @@ import math
 import attrs
 import numpy as np
 
+from privbench.analysis.binomial import SplitHalves, clopper_pearson
+
 MIN_FALSE_POSITIVES = 10
 """A test is chosen among thresholds with at least this many false positives on the selection
 half: Φ⁻¹ of a rate near 0 grows without bound, and one or two samples would decide μ."""
@@ -78,32 +80,26 @@ def gdp_estimate(
     delta: float = 1e-5,
     confidence: float = 0.95,
     seed: int = 0,
+    halves: SplitHalves | None = None,
 ) -> GDPEstimate:
-    """μ and ε with their two-sided intervals from *scores* (higher = member) and *truth*."""
+    """μ and ε with their two-sided intervals from *scores* (higher = member) and *truth*.
+    *halves*: the split already made (:func:`~privbench.analysis.metrics.compute_metrics`
+    shares it with ``epsilon_lower``)."""
     from scipy.stats import norm
-    from sklearn.metrics import roc_curve
-
-    from privbench.analysis.binomial import clopper_pearson, split_halves
 
     scores, truth = np.asarray(scores, dtype=np.float64), np.asarray(truth, dtype=bool)
     nothing = GDPEstimate(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    select, evaluate = split_halves(len(scores), seed)
-    for half in (select, evaluate):
-        if truth[half].all() or not truth[half].any():
-            return nothing
-    s_truth = truth[select]
-    fpr, tpr, thresholds = roc_curve(s_truth, scores[select], drop_intermediate=False)
-    negatives = int((~s_truth).sum())
-    usable = (fpr * negatives >= MIN_FALSE_POSITIVES - 0.5) & (fpr <= 0.5) & (tpr < 1)
+    halves = halves or SplitHalves.of(scores, truth, seed)
+    if halves is None:
+        return nothing
+    fpr, tpr = halves.fpr, halves.tpr
+    usable = (fpr * halves.nonmembers >= MIN_FALSE_POSITIVES - 0.5) & (fpr <= 0.5) & (tpr < 1)
     if not usable.any():
         return nothing
     with np.errstate(divide="ignore", invalid="ignore"):  # Φ⁻¹(0 or 1): masked out
         demonstrated = np.where(usable, norm.ppf(tpr) - norm.ppf(fpr), -np.inf)
-    threshold = thresholds[int(np.argmax(demonstrated))]
-    e_scores, e_truth = scores[evaluate], truth[evaluate]
-    flagged = e_scores >= threshold
-    members, non_members = int(e_truth.sum()), int((~e_truth).sum())
-    hits, false_alarms = int((flagged & e_truth).sum()), int((flagged & ~e_truth).sum())
+    threshold = halves.thresholds[int(np.argmax(demonstrated))]
+    hits, members, false_alarms, non_members = halves.counts_at(threshold)
     (tpr_low,), (tpr_high,) = clopper_pearson([hits], members, confidence)
     (fpr_low,), (fpr_high,) = clopper_pearson([false_alarms], non_members, confidence)
 

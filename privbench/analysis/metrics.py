@@ -34,7 +34,7 @@ import attrs
 import numpy as np
 from numpy.typing import ArrayLike
 
-from privbench.analysis.binomial import _lower, _upper, split_halves
+from privbench.analysis.binomial import SplitHalves, _lower, _upper
 from privbench.analysis.gdp import gdp_estimate
 
 
@@ -187,27 +187,24 @@ def epsilon_lower_bound(
     delta: float = 1e-5,
     confidence: float = 0.95,
     seed: int = 0,
+    halves: SplitHalves | None = None,
 ) -> float:
-    """Choose the test on one half (:func:`split_halves`), bound eps with it on the other."""
-    select, evaluate = split_halves(len(scores), seed)
-    if truth[select].all() or not truth[select].any():
+    """Choose the test on one half (:func:`~privbench.analysis.binomial.split_halves`), bound
+    eps with it on the other; *halves* is that split already made (:func:`compute_metrics`
+    shares it with the GDP fit)."""
+    halves = halves or SplitHalves.of(scores, truth, seed)
+    if halves is None:
         return 0.0
-    if truth[evaluate].all() or not truth[evaluate].any():
-        return 0.0
-    s_scores, s_truth = scores[select], truth[select]
-    fpr, tpr, thresholds = roc_curve(s_truth, s_scores, drop_intermediate=False)
     tpr_lo, fpr_hi = _confidence_bounds(
-        tpr, fpr, int(s_truth.sum()), int((~s_truth).sum()), confidence
+        halves.tpr, halves.fpr, halves.members, halves.nonmembers, confidence
     )
     candidates = _epsilon_candidates(tpr_lo, fpr_hi, delta)
     if not np.isfinite(candidates).any():
         return 0.0
     inequality, best = np.unravel_index(np.argmax(candidates), candidates.shape)
-    e_scores, e_truth = scores[evaluate], truth[evaluate]
-    flagged = e_scores >= thresholds[best]
-    n_members, n_nonmembers = int(e_truth.sum()), int((~e_truth).sum())
-    tpr_e = np.array([(flagged & e_truth).sum() / n_members])
-    fpr_e = np.array([(flagged & ~e_truth).sum() / n_nonmembers])
+    hits, n_members, false_alarms, n_nonmembers = halves.counts_at(halves.thresholds[best])
+    tpr_e = np.array([hits / n_members])
+    fpr_e = np.array([false_alarms / n_nonmembers])
     tpr_lo_e, fpr_hi_e = _confidence_bounds(tpr_e, fpr_e, n_members, n_nonmembers, confidence)
     value = _epsilon_candidates(tpr_lo_e, fpr_hi_e, delta)[inequality, 0]
     return float(max(0.0, value))
@@ -225,7 +222,8 @@ def compute_metrics(
     ranked, _ = _rankable(scores)
     fpr, tpr, _ = roc_curve(truth, ranked, drop_intermediate=False)
     n_members, n_nonmembers = int(truth.sum()), int((~truth).sum())
-    gdp = gdp_estimate(ranked, truth, delta=delta, confidence=confidence)
+    halves = SplitHalves.of(ranked, truth)  # one split and its ROC for both ε estimates
+    gdp = gdp_estimate(ranked, truth, delta=delta, confidence=confidence, halves=halves)
     return AttackMetrics(
         auc=float(roc_auc_score(truth, ranked)),
         tpr_at_0_1_fpr=tpr_at_fpr(fpr, tpr, 1e-3),
@@ -234,7 +232,9 @@ def compute_metrics(
         balanced_accuracy=float(np.max((tpr + 1 - fpr) / 2)),
         balanced_accuracy_at_eer=float(((tpr + 1 - fpr) / 2)[np.argmin(np.abs(fpr + tpr - 1))]),
         advantage=float(np.max(tpr - fpr)),
-        epsilon_lower=epsilon_lower_bound(ranked, truth, delta=delta, confidence=confidence),
+        epsilon_lower=epsilon_lower_bound(
+            ranked, truth, delta=delta, confidence=confidence, halves=halves
+        ),
         epsilon_estimate=float(max(0.0, _epsilon_candidates(tpr, fpr, delta).max())),
         n_members=n_members,
         n_nonmembers=n_nonmembers,
