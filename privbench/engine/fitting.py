@@ -27,7 +27,7 @@ from privbench.engine.ensemble import (
 )
 from privbench.engine.pool import Pool
 from privbench.engine.progress import Callback
-from privbench.engine.spec import spec_record
+from privbench.engine.spec import AuditSpec, spec_record
 from privbench.engine.store import DamagedEntry, Workspace
 from privbench.engine.target import load_target_weights
 from privbench.engine.training import StandardTrainer
@@ -171,17 +171,23 @@ def non_finite(model: Model, meta: dict[str, Any]) -> str | None:
     return None
 
 
+def divergence_cause(spec: AuditSpec) -> str:
+    """What to change when a model of *spec*'s pool trains to non-finite weights, loss or
+    outputs: the learning rate, and the defense's options where there is a defense."""
+    lower = f"lower the learning rate (--lr {spec.recipe.lr:g})"
+    defense = spec.defense
+    if defense.name == "none":
+        return lower
+    options = ", ".join(f"{k}={v}" for k, v in defense.options.items())
+    shown = f" ({options})" if options else ""
+    return f"check defense '{defense.name}'{shown} for a noise scale too large, or {lower}"
+
+
 def _diverged(pool: Pool, index: int, problem: str) -> str:
     """The one line that stops an audit whose model *index* diverged, with the likely cause."""
-    spec = pool.spec
-    defense = spec.defense
-    cause = f"lower the learning rate (--lr {spec.recipe.lr:g})"
-    if defense.name != "none":
-        options = ", ".join(f"{k}={v}" for k, v in defense.options.items())
-        cause += f" or check defense '{defense.name}'" + (f" ({options})" if options else "")
     return (
-        f"training model {index} of the pool diverged: {problem}; {cause}. Nothing of it was "
-        "stored; models stored before it are kept"
+        f"training model {index} of the pool diverged: {problem}; {divergence_cause(pool.spec)}."
+        " Nothing of it was stored; models stored before it are kept"
     )
 
 

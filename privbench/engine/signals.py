@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from privbench.engine.fitting import divergence_cause
 from privbench.engine.pool import Pool
 from privbench.engine.store import Workspace, digest
 from privbench.errors import AccessDeniedError, OptionError, TrainingDivergedError
@@ -122,16 +123,9 @@ class SignalCache:
         metric after them would be meaningless."""
         if bool(torch.isfinite(logits).all()):
             return logits
-        defense = self.pool.spec.defense
-        cause = f"lower --lr (now {self.pool.spec.recipe.lr:g})"
-        if defense.name != "none":
-            options = ", ".join(f"{k}={v}" for k, v in defense.options.items())
-            cause = (
-                f"check defense '{defense.name}'" + (f" ({options})" if options else "")
-                + f" for a noise scale too large, or {cause}"
-            )  # fmt: skip
         raise TrainingDivergedError(
-            f"model {index} of the pool gives non-finite logits (NaN or inf) on {where}: {cause}"
+            f"model {index} of the pool gives non-finite logits (NaN or inf) on {where}: "
+            + divergence_cause(self.pool.spec)
         )
 
     def compute(self, index: int, model: Model, wanted: Iterable[Signal], target: bool) -> None:
