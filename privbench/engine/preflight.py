@@ -78,10 +78,11 @@ def check_workspace(root: Path, *, database: bool = True) -> None:
         check_database(root / "privbench.db")
 
 
-def check_database(path: Path, *, writable: bool = True) -> None:
+def check_database(path: Path, *, writable: bool = True, thorough: bool = False) -> None:
     """That the results database at *path*, if there is one, is a SQLite file that passes
-    ``PRAGMA quick_check`` (read-only; a busy database is left to the writer's own wait) and,
-    with *writable*, that it can take the run an audit will insert at its end."""
+    ``PRAGMA quick_check`` (``integrity_check`` if *thorough*, as ``privbench store verify``
+    asks; read-only; a busy database is left to the writer's own wait) and, with *writable*,
+    that it can take the run an audit will insert at its end."""
     path = Path(path)
     if not path.exists():
         return
@@ -101,7 +102,8 @@ def check_database(path: Path, *, writable: bool = True) -> None:
     connection = None
     try:
         connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-        rows = connection.execute("PRAGMA quick_check").fetchall()
+        pragma = "integrity_check" if thorough else "quick_check"
+        rows = connection.execute(f"PRAGMA {pragma}").fetchall()
     except sqlite3.DatabaseError as err:
         if is_damage(err):
             raise damaged_database(path, str(err)) from None
@@ -110,7 +112,8 @@ def check_database(path: Path, *, writable: bool = True) -> None:
         if connection is not None:
             connection.close()
     if [tuple(row) for row in rows] != [("ok",)]:
-        raise damaged_database(path, f"quick check: {rows[0][0]}")
+        check = "integrity check" if thorough else "quick check"
+        raise damaged_database(path, f"{check}: {rows[0][0]}")
 
 
 def check_output_file(path: Path, flag: str) -> None:

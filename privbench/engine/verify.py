@@ -11,13 +11,13 @@ Leftover temporary folders of writes that were killed are moved to quarantine to
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import attrs
 
+from privbench.engine.preflight import check_database
 from privbench.engine.store import DamagedEntry, Workspace
 from privbench.errors import PrivbenchError, WorkspaceError
 from privbench.plugins import Registry
@@ -203,12 +203,7 @@ def _check_run(folder: Path) -> Finding:
 
 def _check_database(path: Path) -> Finding:
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
-            rows = connection.execute("PRAGMA integrity_check").fetchall()
-        connection.close()
-    except sqlite3.DatabaseError as err:
-        return Finding("database", path, "damaged", f"{err}; move it aside: runs/ holds results")
-    problems = [row[0] for row in rows if row[0] != "ok"]
-    if problems:
-        return Finding("database", path, "damaged", f"{problems[0]} ({len(problems)} problems)")
+        check_database(path, writable=False, thorough=True)
+    except WorkspaceError as err:
+        return Finding("database", path, "damaged", str(err))
     return Finding("database", path, "ok")
