@@ -32,9 +32,9 @@ def register(app: typer.Typer, registry: Registry) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the problems and the total."),
     ) -> None:
         """Verify every stored entry against its digest; exit 1 if anything is still damaged."""
-        from privbench.engine.verify import verify_workspace
+        from privbench.engine.verify import Finding, verify_workspace
 
-        def show(finding) -> None:  # type: ignore[no-untyped-def]
+        def show(finding: Finding) -> None:
             if not quiet or finding.status not in ("ok", "unverified"):
                 style = {"ok": "green", "unverified": "yellow"}.get(finding.status, "red")
                 console.print(

@@ -138,6 +138,9 @@ class Workspace:
         folder = self.model_dir(key)
         if not folder.exists():
             return False
+        stamp = _stamp(folder)
+        if stamp and self._verified.get(key) == stamp:
+            return True  # verified by this object and unchanged since: not read again
         try:
             self.read_model(key)
         except DamagedEntry as err:
@@ -167,7 +170,7 @@ class Workspace:
         except OSError as err:
             raise DamagedEntry(f"unreadable: {err.strerror or err}") from None
         stamp = _stamp(folder)
-        if manifest is not None and self._verified.get(key) != stamp:
+        if manifest is not None and not (stamp and self._verified.get(key) == stamp):
             for name, data in raw.items():
                 expected = files[name]
                 if not isinstance(expected, dict) or expected.get("bytes") != len(data):
