@@ -47,6 +47,12 @@ class AccessDeniedError(PrivbenchError):
     """An attack asked its model view for more access than it declared."""
 
 
+def one_line(text: str) -> str:
+    """*text* as an error message may quote it: newlines and other control characters escaped,
+    so that the message stays one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ``"; did you mean 'x'?"`` suffix for *name*, or an empty string when nothing is close."""
     matches = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.5)

@@ -366,3 +366,14 @@ def test_convert_takes_a_value_of_the_annotated_type_or_text(value, number, flag
     assert convert(str(number), float) == float(number)
     assert convert(str(flag).lower(), bool) is flag
     assert convert(f"{number},{number}", tuple[int, ...]) == (number, number)
+
+
+def test_a_value_with_a_newline_is_quoted_on_one_line(tmp_path):
+    """Found by the property above: an unknown preset or rank_by holding a newline broke the
+    one-line message."""
+    for key in ("preset", "rank_by"):
+        path = tmp_path / f"{key}.toml"
+        path.write_text(f'[suite]\nname = "s"\n{key} = "a\\nb"\n')
+        with pytest.raises(SuiteError) as caught:
+            load_suite(path, check_data=False)
+        assert "\n" not in str(caught.value) and "a\\nb" in str(caught.value)

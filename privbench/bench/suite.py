@@ -67,7 +67,7 @@ from privbench.engine.presets import PRESETS
 from privbench.engine.settings import RECIPE_PARAMETERS, build_spec
 from privbench.engine.spec import AuditSpec, PluginChoice
 from privbench.engine.store import digest
-from privbench.errors import PrivbenchError
+from privbench.errors import PrivbenchError, one_line
 from privbench.plugins import Registry, get_registry
 from privbench.plugins.interfaces import TrainingRecipe
 from privbench.plugins.options import kind_of, option_fields
@@ -202,7 +202,7 @@ def load_suite(
     rank_by = header.pop("rank_by", "tpr_at_0_1_fpr")
     if rank_by not in METRIC_COLUMNS:
         raise SuiteError(
-            f"{where('rank_by')} rank_by '{rank_by}' is not a metric "
+            f"{where('rank_by')} rank_by '{one_line(rank_by)}' is not a metric "
             f"(metrics: {', '.join(METRIC_COLUMNS)})"
         )
     if not seeds:  # its type is checked above
@@ -210,7 +210,7 @@ def load_suite(
     preset = header.pop("preset", None)
     if preset is not None and preset not in PRESETS:
         raise SuiteError(
-            f"{where('preset')} unknown preset '{preset}' (presets: {', '.join(PRESETS)})"
+            f"{where('preset')} unknown preset '{one_line(preset)}' (presets: {', '.join(PRESETS)})"
         )
     bad = set(header) - SPEC_FIELDS
     if bad:

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from privbench.errors import OptionError, did_you_mean
+from privbench.errors import OptionError, did_you_mean, one_line
 
 
 @attrs.frozen
@@ -84,6 +84,7 @@ PRESETS = {
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise OptionError(
-            f"unknown preset '{name}'{did_you_mean(name, PRESETS)} (presets: {', '.join(PRESETS)})"
+            f"unknown preset '{one_line(name)}'{did_you_mean(name, PRESETS)} "
+            f"(presets: {', '.join(PRESETS)})"
         )
     return PRESETS[name]
