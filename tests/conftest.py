@@ -1,12 +1,14 @@
 """Fixtures and helpers shared by several test modules: the installed plugins and digits, a
 small CNN, the loss attack's AUC on a member / non-member split, a linear timm-style network,
-the null defense that ignores members (every attack must fall to chance against it), and the
-command line run in this process."""
+the null defense that ignores members (every attack must fall to chance against it), a fake
+installed plugin distribution, and the command line run in this process."""
 
 from __future__ import annotations
 
+import textwrap
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -122,3 +124,15 @@ def null_defense_plugin() -> types.ModuleType:
 
     module.register_defenses = register_defenses  # type: ignore[attr-defined]
     return module
+
+
+def install_distribution(
+    root: Path, module: str, source: str, entry_point: str, version: str = "0.1"
+) -> None:
+    """*source* as module *module* of an installed distribution of that name and *version*,
+    with *entry_point* in group ``privbench``: found once *root* is on ``sys.path``."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    dist = root / f"{module}-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[privbench]\n{entry_point} = {module}\n")

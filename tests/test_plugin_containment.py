@@ -7,12 +7,11 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import sys
-import textwrap
 import types
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import install_distribution, run_cli
 
 from privbench import PluginLoadError, hookimpl
 from privbench.plugins import Registry
@@ -54,23 +53,13 @@ def register_attacks(register):
 """
 
 
-def install(root: Path, module: str, source: str, entry_point: str) -> None:
-    """*source* as module *module* of an installed distribution of that name whose entry point
-    *entry_point* is in group ``privbench`` (as tests/test_plugins.py fakes one)."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    dist = root / f"{module}-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text(f"[privbench]\n{entry_point} = {module}\n")
-
-
 @pytest.fixture
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder on sys.path holding the fine plugin; a test installs a bad one beside it."""
     monkeypatch.delenv("PRIVBENCH_PLUGINS", raising=False)
     monkeypatch.delenv("PRIVBENCH_STRICT", raising=False)
     monkeypatch.delenv("PRIVBENCH_DISABLE_PLUGINS", raising=False)
-    install(tmp_path, "privbench_containment_fine", FINE, "still-here")
+    install_distribution(tmp_path, "privbench_containment_fine", FINE, "still-here")
     monkeypatch.syspath_prepend(str(tmp_path))
     for module in ("privbench_containment_fine", "privbench_containment_bad"):
         monkeypatch.delitem(sys.modules, module, raising=False)
@@ -100,7 +89,7 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ],
 )
 def test_a_plugin_that_exits_or_raises_a_base_exception_is_listed_as_failed(site, source, error):
-    install(site, "privbench_containment_bad", source, "bad")
+    install_distribution(site, "privbench_containment_bad", source, "bad")
     registry = Registry.from_environment()
     info = registry.plugins["bad"]
     assert (info.status, info.error) == ("failed", error)
@@ -110,7 +99,7 @@ def test_a_plugin_that_exits_or_raises_a_base_exception_is_listed_as_failed(site
 
 
 def test_privbench_plugins_lists_a_plugin_that_exits_at_import(capsys, site):
-    install(site, "privbench_containment_bad", EXITS_AT_IMPORT, "bad")
+    install_distribution(site, "privbench_containment_bad", EXITS_AT_IMPORT, "bad")
     code, out, err = run_cli(capsys, "plugins")
     assert code == 0, err
     assert "bad" in out and "called sys.exit(3) at import" in out
@@ -118,7 +107,7 @@ def test_privbench_plugins_lists_a_plugin_that_exits_at_import(capsys, site):
 
 
 def test_strict_makes_a_plugin_that_exits_a_one_line_error(capsys, site):
-    install(site, "privbench_containment_bad", EXITS_WHILE_REGISTERING, "bad")
+    install_distribution(site, "privbench_containment_bad", EXITS_WHILE_REGISTERING, "bad")
     code, _, err = run_cli(capsys, "--strict", "plugins")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "error: plugin 'bad' (from privbench_containment_bad 0.1) failed to load" in err

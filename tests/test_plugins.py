@@ -12,6 +12,7 @@ from typing import ClassVar
 import attrs
 import numpy as np
 import pytest
+from conftest import install_distribution
 
 from privbench import (
     Access,
@@ -163,34 +164,27 @@ def test_disable_plugins_by_name_and_all(monkeypatch):
 
 
 def _write_distribution(root, module_name: str, attack_name: str) -> None:
-    (root / f"{module_name}.py").write_text(
-        textwrap.dedent(
-            f"""
-            from typing import ClassVar
-            import attrs
-            import numpy as np
-            from privbench import Access, hookimpl
+    source = f"""
+        from typing import ClassVar
+        import attrs
+        import numpy as np
+        from privbench import Access, hookimpl
 
-            @attrs.frozen
-            class ThirdParty:
-                name: ClassVar[str] = "{attack_name}"
-                description: ClassVar[str] = "from a third-party distribution"
-                access: ClassVar[Access] = Access.LOGITS
-                min_shadows: ClassVar[int] = 0
+        @attrs.frozen
+        class ThirdParty:
+            name: ClassVar[str] = "{attack_name}"
+            description: ClassVar[str] = "from a third-party distribution"
+            access: ClassVar[Access] = Access.LOGITS
+            min_shadows: ClassVar[int] = 0
 
-                def score(self, context):
-                    return np.zeros(len(context.population))
+            def score(self, context):
+                return np.zeros(len(context.population))
 
-            @hookimpl
-            def register_attacks(register):
-                register(ThirdParty)
-            """
-        )
-    )
-    dist = root / f"{module_name}-1.2.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module_name}\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text(f"[privbench]\n{attack_name} = {module_name}\n")
+        @hookimpl
+        def register_attacks(register):
+            register(ThirdParty)
+        """
+    install_distribution(root, module_name, source, attack_name, version="1.2.3")
 
 
 def test_a_third_party_distribution_is_found_like_the_builtins(tmp_path, monkeypatch):
