@@ -304,6 +304,7 @@ def test_a_run_recorded_before_the_redesign_loads_as_a_result(tmp_path):
         metrics = attack.metrics.as_dict()
         assert {k: metrics[k] for k in stored["metrics"]} == stored["metrics"]
         assert attack.scores is None and np.isnan(metrics["epsilon_gdp"]), "not recorded then"
+        assert np.isnan(metrics["epsilon_bayes"])
     assert result.memorization is not None and result.memorization.models == 4
     assert result.utility.per_target == ()  # not recorded then
     assert "loss" in str(result) and result.to_pandas().shape[0] == 3

@@ -27,9 +27,9 @@ pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 ZERO_FP_01 = "TPR at 0.1% FPR with N < 1,000 non-members is TPR at zero false positives"
 ZERO_FP_1 = "TPR at 1% FPR with N < 100 non-members is TPR at zero false positives"
-OLD_HEADER = (  # the committed leaderboards' header, with the GDP ε since issue 19
+OLD_HEADER = (  # the committed leaderboards' header, with the GDP ε (issue 19) and Bayesian ε
     "| rank | dataset | model | defense | attack | seeds | tpr_at_0_1_fpr | tpr_at_1_fpr | auc "
-    "| balanced_accuracy | epsilon_lower | epsilon_gdp | test_accuracy | seconds |"
+    "| balanced_accuracy | epsilon_lower | epsilon_gdp | epsilon_bayes | test_accuracy | seconds |"
 )
 
 
@@ -141,13 +141,14 @@ def test_csv_and_json_carry_the_count(audits: tuple[Path, list[Any]]) -> None:
     }
     # The metrics stay the last columns, the ranked one first.
     header = next(csv.reader(io.StringIO(board.render(rows, "csv", "auc"))))
-    assert header[-8:] == [
+    assert header[-9:] == [
         "auc",
         "tpr_at_0_1_fpr",
         "tpr_at_1_fpr",
         "balanced_accuracy",
         "epsilon_lower",
         "epsilon_gdp",
+        "epsilon_bayes",
         "test_accuracy",
         "seconds",
     ]

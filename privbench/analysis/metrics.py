@@ -19,6 +19,9 @@ threshold's (TPR, FPR) bounds eps from below.
   optimistic, for comparison.
 - ``epsilon_gdp`` with ``epsilon_gdp_low`` and ``epsilon_gdp_high`` is the two-sided estimate
   of the Gaussian-DP (f-DP) fit of the ROC (:mod:`privbench.analysis.gdp`), with ``gdp_mu``.
+- ``epsilon_bayes`` with ``epsilon_bayes_low`` and ``epsilon_bayes_high`` is the posterior median
+  and credible interval of the ε that ``epsilon_lower``'s test demonstrates, from its counts on
+  the evaluation half (Zanella-Béguelin et al. 2023, :mod:`privbench.analysis.bayes`).
 
 Caveat for both: in LiRA's game the samples are not independently inserted canaries, so this is an
 empirical indication of leakage, not a formal audit of a DP guarantee.
@@ -34,6 +37,7 @@ import attrs
 import numpy as np
 from numpy.typing import ArrayLike
 
+from privbench.analysis.bayes import bayes_estimate
 from privbench.analysis.binomial import SplitHalves, _lower, _upper
 from privbench.analysis.gdp import gdp_estimate
 
@@ -61,6 +65,12 @@ class AttackMetrics:
     ``epsilon_gdp_high``: an estimate, two-sided, beside the one-sided ``epsilon_lower``."""
     epsilon_gdp_low: float = math.nan
     epsilon_gdp_high: float = math.nan
+    epsilon_bayes: float = math.nan
+    """The posterior median of the ε ``epsilon_lower``'s test demonstrates (Jeffreys prior on its
+    rates, :mod:`privbench.analysis.bayes`), with the equal-tailed 95% credible interval
+    ``epsilon_bayes_low`` to ``epsilon_bayes_high``: an estimate, two-sided."""
+    epsilon_bayes_low: float = math.nan
+    epsilon_bayes_high: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -180,6 +190,23 @@ def _confidence_bounds(
     )
 
 
+def lower_bound_test(
+    halves: SplitHalves, delta: float, confidence: float
+) -> tuple[int, float, float] | None:
+    """The test ``epsilon_lower`` evaluates, chosen on the selection half of *halves*:
+    ``(inequality, threshold, bound)``, the threshold and DP inequality (0: TPR, 1: TNR) with
+    the largest Clopper-Pearson lower bound on eps there, not clipped at 0; None when no
+    threshold bounds eps at all."""
+    tpr_lo, fpr_hi = _confidence_bounds(
+        halves.tpr, halves.fpr, halves.members, halves.nonmembers, confidence
+    )
+    candidates = _epsilon_candidates(tpr_lo, fpr_hi, delta)
+    if not np.isfinite(candidates).any():
+        return None
+    inequality, best = np.unravel_index(np.argmax(candidates), candidates.shape)
+    return int(inequality), float(halves.thresholds[best]), float(candidates[inequality, best])
+
+
 def epsilon_lower_bound(
     scores: np.ndarray,
     truth: np.ndarray,
@@ -188,21 +215,19 @@ def epsilon_lower_bound(
     confidence: float = 0.95,
     seed: int = 0,
     halves: SplitHalves | None = None,
+    test: tuple[int, float, float] | None = None,
 ) -> float:
     """Choose the test on one half (:func:`~privbench.analysis.binomial.split_halves`), bound
-    eps with it on the other; *halves* is that split already made (:func:`compute_metrics`
-    shares it with the GDP fit)."""
+    eps with it on the other; *halves* is that split already made and *test* the test chosen
+    on it (:func:`compute_metrics` shares both with the GDP fit and the Bayesian estimate)."""
     halves = halves or SplitHalves.of(scores, truth, seed)
     if halves is None:
         return 0.0
-    tpr_lo, fpr_hi = _confidence_bounds(
-        halves.tpr, halves.fpr, halves.members, halves.nonmembers, confidence
-    )
-    candidates = _epsilon_candidates(tpr_lo, fpr_hi, delta)
-    if not np.isfinite(candidates).any():
+    test = test or lower_bound_test(halves, delta, confidence)
+    if test is None:
         return 0.0
-    inequality, best = np.unravel_index(np.argmax(candidates), candidates.shape)
-    hits, n_members, false_alarms, n_nonmembers = halves.counts_at(halves.thresholds[best])
+    inequality, threshold, _ = test
+    hits, n_members, false_alarms, n_nonmembers = halves.counts_at(threshold)
     tpr_e = np.array([hits / n_members])
     fpr_e = np.array([false_alarms / n_nonmembers])
     tpr_lo_e, fpr_hi_e = _confidence_bounds(tpr_e, fpr_e, n_members, n_nonmembers, confidence)
@@ -222,8 +247,10 @@ def compute_metrics(
     ranked, _ = _rankable(scores)
     fpr, tpr, _ = roc_curve(truth, ranked, drop_intermediate=False)
     n_members, n_nonmembers = int(truth.sum()), int((~truth).sum())
-    halves = SplitHalves.of(ranked, truth)  # one split and its ROC for both ε estimates
+    halves = SplitHalves.of(ranked, truth)  # one split and its ROC for the three ε estimates
+    test = None if halves is None else lower_bound_test(halves, delta, confidence)
     gdp = gdp_estimate(ranked, truth, delta=delta, confidence=confidence, halves=halves)
+    bayes = bayes_estimate(halves, test, delta=delta, confidence=confidence)
     return AttackMetrics(
         auc=float(roc_auc_score(truth, ranked)),
         tpr_at_0_1_fpr=tpr_at_fpr(fpr, tpr, 1e-3),
@@ -233,7 +260,7 @@ def compute_metrics(
         balanced_accuracy_at_eer=float(((tpr + 1 - fpr) / 2)[np.argmin(np.abs(fpr + tpr - 1))]),
         advantage=float(np.max(tpr - fpr)),
         epsilon_lower=epsilon_lower_bound(
-            ranked, truth, delta=delta, confidence=confidence, halves=halves
+            ranked, truth, delta=delta, confidence=confidence, halves=halves, test=test
         ),
         epsilon_estimate=float(max(0.0, _epsilon_candidates(tpr, fpr, delta).max())),
         n_members=n_members,
@@ -242,4 +269,7 @@ def compute_metrics(
         epsilon_gdp=gdp.epsilon,
         epsilon_gdp_low=gdp.epsilon_low,
         epsilon_gdp_high=gdp.epsilon_high,
+        epsilon_bayes=bayes.epsilon,
+        epsilon_bayes_low=bayes.epsilon_low,
+        epsilon_bayes_high=bayes.epsilon_high,
     )

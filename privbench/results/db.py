@@ -32,6 +32,9 @@ METRIC_COLUMNS = (
     "epsilon_gdp",
     "epsilon_gdp_low",
     "epsilon_gdp_high",
+    "epsilon_bayes",
+    "epsilon_bayes_low",
+    "epsilon_bayes_high",
 )
 
 RECONSTRUCTION_COLUMNS = (

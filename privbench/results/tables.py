@@ -127,6 +127,19 @@ def gdp_line(result: AuditResult) -> str | None:
     return "ε from the Gaussian-DP fit of the ROC, 95% interval: " + "; ".join(parts)
 
 
+def bayes_line(result: AuditResult) -> str | None:
+    """Each attack's Bayesian ε of the test ``epsilon_lower`` evaluates (older runs lack it)."""
+    parts = [
+        f"{a.name} {a.metrics.epsilon_bayes:.2f} [{a.metrics.epsilon_bayes_low:.2f}, "
+        f"{a.metrics.epsilon_bayes_high:.2f}]"
+        for a in result.attacks
+        if a.metrics.epsilon_bayes == a.metrics.epsilon_bayes  # not NaN
+    ]
+    if not parts:
+        return None
+    return "Bayesian ε of the ε≥ test, posterior median [95% credible]: " + "; ".join(parts)
+
+
 def dp_bound_line(result: AuditResult) -> str | None:
     bound = result.dp_bound
     if bound is None:
@@ -235,6 +248,9 @@ def report(result: AuditResult) -> list[RenderableType]:
     gdp = gdp_line(result)
     if gdp:
         out.append(gdp)
+    bayes = bayes_line(result)
+    if bayes:
+        out.append(bayes)
     if result.scorers:
         out.append(scorers_table(result))
         if folder is not None:

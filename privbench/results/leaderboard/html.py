@@ -44,6 +44,7 @@ LABELS = {
     "advantage": "advantage",
     "epsilon_lower": "ε≥ (95%)",
     "epsilon_gdp": "ε GDP",
+    "epsilon_bayes": "ε Bayes",
     "epsilon_estimate": "ε estimate",
     "n_members": "members",
     "n_nonmembers": "non-members",

@@ -56,7 +56,8 @@ from privbench.results.db import METRIC_COLUMNS, ResultsDB
 
 TEXT_COLUMNS = ("dataset", "model", "defense", "attack")
 SHOWN = (
-    "tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower", "epsilon_gdp"
+    "tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower", "epsilon_gdp",
+    "epsilon_bayes",
 )  # fmt: skip
 COUNT_COLUMNS = ("n_members", "n_nonmembers")
 """Sample counts: a row keeps the fewest of any run it merges (what its warnings rest on)."""
