@@ -56,6 +56,9 @@ def audit(
     population: int | None = None,
     memorization: bool | None = None,
     slices: Sequence[str] | None = None,
+    audit: str | None = None,
+    canaries: int | None = None,
+    canary_kind: str | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     optimizer: str | None = None,
@@ -95,6 +98,11 @@ def audit(
     :param memorization: also estimate each sample's Feldman-Zhang memorization.
     :param slices: also report every attack per slice of the samples: ``class``, ``correct``
         (whether the target classified the sample correctly), ``FILE.csv:COLUMN``.
+    :param audit: ``membership`` (LiRA's game over the pool) or ``one-run``: Steinke et al.'s
+        audit of one model trained with ``canaries`` canaries (1,000, at most half the
+        population), each included with probability 1/2, of ``canary_kind`` ``mislabelled``
+        (the default) or ``natural``; each attack's result then holds ``one_run``, the ε lower
+        bound from its scores on the canaries.
     :param epochs: and ``batch_size``, ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
         ``augment``, ``loss``, ``schedule``: the training recipe of every model.
     :param seed: the seed of the population, the masks and every model's training (0).

@@ -11,7 +11,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from privbench.api import audit, load_run, workspace_path
+from privbench.api import audit as run_audit_api
+from privbench.api import load_run, workspace_path
 from privbench.cli.common import WorkspaceOption, console, open_results, progress_bars
 from privbench.cli.progress import RichProgress, StoreRepairs
 from privbench.engine.presets import PRESETS
@@ -131,6 +132,20 @@ def register(app: typer.Typer, registry: Registry) -> None:
         population: int | None = typer.Option(
             None, "--population", help="Population size from the train split [default: all]."
         ),
+        audit: str = typer.Option(
+            "membership",
+            "--audit",
+            help="membership (LiRA's game over the pool) or one-run (Steinke et al.: one "
+            "model trained with canaries, each in with probability 1/2; an ε lower bound).",
+        ),
+        canaries: int | None = typer.Option(
+            None,
+            "--canaries",
+            help="With --audit one-run: canaries [default: 1000, at most half the population].",
+        ),
+        canary_kind: str = typer.Option(
+            "mislabelled", "--canary-kind", help="With --audit one-run: mislabelled or natural."
+        ),
         epochs: int = typer.Option(_recipe_default("epochs"), "--epochs"),
         batch_size: int = typer.Option(_recipe_default("batch_size"), "--batch-size"),
         optimizer: str = typer.Option(
@@ -183,7 +198,7 @@ def register(app: typer.Typer, registry: Registry) -> None:
         else:
             callback = PrintProgress()
         with progress:
-            result = audit(
+            result = run_audit_api(
                 preset=preset, workspace=workspace, callback=callback, registry=registry,
                 **parameters,
             )  # fmt: skip

@@ -1,6 +1,7 @@
 """Running membership attacks: each target of the pool in turn, its shadows beside it, the
 attack's scores pooled over targets into one ROC (K models give K x N evaluation points) and
-also measured per target (Curvature Clues reports mean +- std over targets).
+also measured per target (Curvature Clues reports mean +- std over targets). In a one-run audit
+the one model's canaries alone are measured, and their scores also give the one-run ε bound.
 
 An attack's cost is its own work plus computing every signal it lists on every model it used,
 wherever those signals were computed (here, in a suite's scoring pass, or by another attack).
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from privbench.analysis.metrics import compute_metrics, roc, roc_points
+from privbench.analysis.one_run import audit_canaries
 from privbench.analysis.slices import slice_metrics
 from privbench.engine.components import Configured
 from privbench.engine.fitting import FittedPool
@@ -81,6 +83,8 @@ def run_attack(
     started = time.perf_counter()
     computed_before = cache.workspace.compute_seconds
     targets = pool.targets
+    evaluated = pool.evaluated
+    keep = np.arange(len(pool.population)) if evaluated is None else evaluated
     callback.on_attack_start(attack.name, len(targets))
     scores, truth, used = [], [], set()
     for done, target in enumerate(targets, 1):
@@ -92,8 +96,8 @@ def run_attack(
                 f"attack '{attack.name}' returned {values.shape[0]} scores for "
                 f"{len(pool.population)} samples"
             )
-        scores.append(values)
-        truth.append(pool.masks[target])
+        scores.append(values[keep])
+        truth.append(pool.masks[target][keep])
         callback.on_attack_target(attack.name, done, len(targets))
     all_scores, all_truth = np.concatenate(scores), np.concatenate(truth)
     metrics = compute_metrics(all_scores, all_truth)
@@ -108,9 +112,11 @@ def run_attack(
     entries = MembershipScores(
         score=all_scores,
         member=all_truth,
-        sample=np.tile(pool.indices, len(targets)).astype(np.int64),
-        target=np.repeat(np.asarray(targets, dtype=np.int64), len(pool.population)),
+        sample=np.tile(pool.indices[keep], len(targets)).astype(np.int64),
+        target=np.repeat(np.asarray(targets, dtype=np.int64), len(keep)),
     )
+    if groups and evaluated is not None:  # groups cover every sample of every target turn
+        groups = {k: g.reshape(len(targets), -1)[:, keep].reshape(-1) for k, g in groups.items()}
     result = AttackResult(
         name=attack.name,
         access=attack.access_label,
@@ -123,6 +129,7 @@ def run_attack(
         scores=entries,
         slices=slice_metrics(all_scores, all_truth, groups or {}),
         vulnerable=most_vulnerable(entries),
+        one_run=audit_canaries(all_scores, all_truth) if evaluated is not None else None,
     )
     callback.on_attack_end(attack.name, metrics.auc, seconds)
     return result, (fpr, tpr)

@@ -171,6 +171,7 @@ def run_audit(
         failures=failures,
         num_classes=pool.dataset.num_classes,
         references=len(pool.shadows_of(pool.targets[0])),
+        canaries=len(pool.canaries.positions) if pool.canaries is not None else None,
         sample_names=(
             {int(i): pool.dataset.train_names[i] for i in pool.indices}
             if pool.dataset.train_names is not None

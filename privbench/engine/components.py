@@ -110,6 +110,24 @@ def _check_target(spec: AuditSpec, reconstructions: list[Configured]) -> None:
         raise OptionError("the model you bring is the one target: leave --targets out")
 
 
+def _check_one_run(spec: AuditSpec, reconstructions: list[Configured]) -> None:
+    """One line for what a one-run audit, one model trained with canaries, cannot do."""
+    if spec.target is not None:
+        raise OptionError("--audit one-run trains its own model with canaries: it cannot audit a "
+                          "--target you bring (audit that with the membership game)")  # fmt: skip
+    if spec.shadows:
+        raise OptionError(f"--audit one-run trains one model: leave --shadows {spec.shadows} out")
+    if spec.paired or spec.targets not in (None, 1):
+        raise OptionError("--audit one-run trains one model: leave --paired and --targets out")
+    if spec.memorization:
+        raise OptionError("--memorization needs a pool of models; a one-run audit trains one")
+    if reconstructions:
+        raise OptionError(
+            f"attack '{reconstructions[0].name}' reconstructs training images; a one-run "
+            "audit measures membership: run it without --audit"
+        )
+
+
 def resolve(spec: AuditSpec, registry: Registry) -> Components:
     """*spec*'s plugins configured from *registry*; raises a one-line
     :class:`~privbench.errors.PrivbenchError` for anything the audit could not run with."""
@@ -128,6 +146,11 @@ def resolve(spec: AuditSpec, registry: Registry) -> Components:
             reconstructions.append(attack)
             continue
         needed = attack.instance.min_shadows
+        if needed and spec.one_run:
+            raise OptionError(
+                f"attack '{choice.name}' needs {needed} shadow models and a one-run audit "
+                "trains none: use attacks that need none (loss, confidence, quantile, gap, ...)"
+            )
         if needed > available:
             # With paired masks a target's partner is not its shadow: one more is needed.
             why = " (with --paired a target's partner is not its shadow)" if spec.paired else ""
@@ -140,6 +163,10 @@ def resolve(spec: AuditSpec, registry: Registry) -> Components:
     check_slices(spec.slices)
     if spec.target is not None:
         _check_target(spec, reconstructions)
+    if spec.one_run:
+        _check_one_run(spec, reconstructions)
+    elif spec.canaries is not None or spec.canary_kind != "mislabelled":
+        raise OptionError("--canaries and --canary-kind go with --audit one-run")
     if spec.targets is not None and not 1 <= spec.targets <= spec.pool_size:
         raise OptionError(f"--targets must be between 1 and {spec.pool_size} (shadows + 1)")
     return Components(

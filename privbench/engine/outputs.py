@@ -249,7 +249,7 @@ def audit_outputs(
         population,
         ids.astype(np.int64),
         np.stack(masks),
-        [_digest(name, t, y) for t in tables],
+        digests=[_digest(name, t, y) for t in tables],
     )
     workspace.create()
     callback.on_audit_start(spec, len(tables), 0)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from privbench.engine import splits
+from privbench.engine.canaries import Canaries, canary_count, draw_canaries
 from privbench.engine.components import Components
 from privbench.engine.preflight import available_memory, device_memory, gib
 from privbench.engine.spec import AuditSpec, recipe_identity
@@ -121,18 +122,34 @@ class Pool:
     """Each population sample's index in the dataset's train split (its sample id)."""
     masks: np.ndarray
     """``models x population`` booleans: which samples each model trains on."""
+    canaries: Canaries | None = None
+    """A one-run audit's canaries (model 0 trains on the others and on the included ones);
+    None in LiRA's game."""
 
     @classmethod
     def plan(cls, components: Components) -> Pool:
         dataset, population, indices, members = load_data(components)
         spec = components.spec
         _check_masks_fit(spec, len(population))
+        if spec.one_run:
+            count = canary_count(spec.canaries, len(population))
+            drawn, population = draw_canaries(
+                population, dataset.num_classes, count, spec.canary_kind, spec.seed
+            )
+            masks = drawn.keep_mask(len(population))[None, :]
+            return cls(components, dataset, population, indices, masks, drawn)
         masks = splits.keep_masks(len(population), spec.pool_size, spec.seed, paired=spec.paired)
         if members is not None:
             # Model 0 is the user's: its mask is its member split; models 1.. are the
             # reference models, on the same halves as in any other pool (so they are reused).
             masks[0] = member_mask(members, indices)
         return cls(components, dataset, population, indices, masks)
+
+    @property
+    def evaluated(self) -> np.ndarray | None:
+        """The population positions whose membership the game randomises and attacks are
+        measured on: a one-run audit's canaries; None for all of them (LiRA's game)."""
+        return self.canaries.positions if self.canaries is not None else None
 
     @property
     def external(self) -> bool:

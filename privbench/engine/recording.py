@@ -84,6 +84,7 @@ def assemble(
     num_classes: int = 0,
     references: int = 0,
     sample_names: Mapping[int, str] | None = None,
+    canaries: int | None = None,
 ) -> AuditResult:
     spec = components.spec
     run_id, created_at = new_run_id()
@@ -115,6 +116,11 @@ def assemble(
             target=(
                 {k: metas[0][k] for k in ("weights", "sha256", "members")}
                 if spec.target is not None
+                else None
+            ),
+            one_run=(
+                {"canaries": canaries, "canary_kind": spec.canary_kind}
+                if canaries is not None
                 else None
             ),
         ),

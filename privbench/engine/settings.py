@@ -29,7 +29,7 @@ from privbench.plugins.options import config_dict, configure, convert, option_fi
 RECIPE_PARAMETERS = tuple(attrs.fields_dict(TrainingRecipe))
 SPEC_PARAMETERS = (
     "shadows", "targets", "population", "paired", "memorization", "seed", "data_root", "device",
-    "slices",
+    "slices", "audit", "canaries", "canary_kind",
 )  # fmt: skip
 TARGET_PARAMETERS = ("target", "members")
 """A trained model the user brings: its weights file and the samples it trained on."""
@@ -210,6 +210,9 @@ def build_spec(
     if "attacks" in given:
         given["attacks"] = _choices("attack", given["attacks"], registry)
     target, notes = _target(given, registry)
+    if given.get("audit") == "one-run" and "shadows" not in given:
+        given["shadows"] = 0
+        notes.append("--audit one-run trains one model, with canaries: --shadows 0")
     notes += _fill(given, registry, preset, victim_settings)
     fields: dict[str, Any] = {"target": target}
     defaults = attrs.fields_dict(AuditSpec)

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from privbench.engine.canaries import CANARY_KINDS
 from privbench.engine.target import TargetSpec
 from privbench.plugins.interfaces import TrainingRecipe
 
@@ -59,6 +60,26 @@ def _shadows(instance: object, attribute: object, value: int) -> None:
         )
 
 
+AUDITS = ("membership", "one-run")
+"""The games an audit plays: LiRA's membership game over a pool of models, each a target in
+turn, or Steinke et al.'s one-run audit of one model trained with canaries."""
+
+
+def _audit(instance: object, attribute: object, value: str) -> None:
+    if value not in AUDITS:
+        raise ValueError(f"--audit {value}: use {' or '.join(AUDITS)}")
+
+
+def _canaries(instance: object, attribute: object, value: int | None) -> None:
+    if value is not None and value < 2:
+        raise ValueError(f"--canaries {value}: give 2 or more (the paper's audits use 1,000)")
+
+
+def _canary_kind(instance: object, attribute: object, value: str) -> None:
+    if value not in CANARY_KINDS:
+        raise ValueError(f"--canary-kind {value}: use {' or '.join(CANARY_KINDS)}")
+
+
 @attrs.frozen
 class AuditSpec:
     """Everything that defines one audit; CLI flags, Python calls and suite cells become one."""
@@ -96,6 +117,18 @@ class AuditSpec:
     target: TargetSpec | None = None
     """A trained model the user brings (weights and member split): the one target, audited
     with ``shadows`` reference models that privbench trains; None: privbench trains them all."""
+    audit: str = attrs.field(default="membership", validator=_audit)
+    """``membership``: LiRA's game over the pool; ``one-run``: one model trained with canaries,
+    each included with probability 1/2, and the ε lower bound of Steinke et al. from the
+    attacks' scores on them (:mod:`privbench.engine.canaries`)."""
+    canaries: int | None = attrs.field(default=None, validator=_canaries)
+    """A one-run audit's canary count (default: 1,000, at most half the population)."""
+    canary_kind: str = attrs.field(default="mislabelled", validator=_canary_kind)
+    """``mislabelled`` (a wrong label each: the tightest black-box audit) or ``natural``."""
+
+    @property
+    def one_run(self) -> bool:
+        return self.audit == "one-run"
 
     @property
     def pool_size(self) -> int:

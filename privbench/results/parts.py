@@ -15,6 +15,7 @@ import attrs
 import numpy as np
 
 from privbench.analysis.metrics import AttackMetrics
+from privbench.analysis.one_run import OneRunBound
 from privbench.analysis.slices import SliceResult
 from privbench.plugins.interfaces import TrainingRecipe
 
@@ -65,6 +66,8 @@ class RunSpec:
     target: dict[str, Any] | None = None
     """The trained model the user brought (``weights``, ``sha256``, ``members``), audited with
     ``shadows`` reference models; None when privbench trained the whole pool."""
+    one_run: dict[str, Any] | None = None
+    """A one-run audit's ``canaries`` (how many) and ``canary_kind``; None in LiRA's game."""
 
     @property
     def models(self) -> int:
@@ -72,8 +75,9 @@ class RunSpec:
 
     def to_record(self) -> dict[str, Any]:
         record = attrs.asdict(self, recurse=True)
-        if record["target"] is None:
-            del record["target"]
+        for optional in ("target", "one_run"):
+            if record[optional] is None:
+                del record[optional]
         return record
 
     @classmethod
@@ -93,6 +97,7 @@ class RunSpec:
             paired=record.get("paired", False),
             device=record.get("device", "cpu"),
             target=record.get("target"),
+            one_run=record.get("one_run"),
         )
 
 
@@ -181,6 +186,8 @@ class AttackResult:
     """Its metrics per slice of the samples (by class, by correct classification, ...)."""
     vulnerable: tuple[int, ...] = ()
     """The members it was surest of, most vulnerable first: their sample ids."""
+    one_run: OneRunBound | None = None
+    """In a one-run audit: the ε lower bound of Steinke et al. from its canary scores."""
 
     @property
     def epsilon(self) -> EpsilonBound:
@@ -198,6 +205,7 @@ class AttackResult:
             **({"roc": self.roc.to_record()} if self.roc is not None else {}),
             **({"slices": [s.to_record() for s in self.slices]} if self.slices else {}),
             **({"vulnerable": list(self.vulnerable)} if self.vulnerable else {}),
+            **({"one_run": self.one_run.to_record()} if self.one_run is not None else {}),
         }
 
     @classmethod
@@ -219,6 +227,7 @@ class AttackResult:
             scores=scores,
             slices=tuple(SliceResult.of(s) for s in record.get("slices", ())),
             vulnerable=tuple(record.get("vulnerable", ())),
+            one_run=OneRunBound.of(record["one_run"]) if record.get("one_run") else None,
         )
 
 

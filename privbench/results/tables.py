@@ -36,6 +36,12 @@ def run_title(result: AuditResult) -> str:
             f" · your target ({spec.target['members']} members) + {spec.shadows} reference"
             f" model(s) x {spec.population} samples"
         )
+    if spec.one_run is not None:
+        return (
+            f"{spec.dataset.name} · {spec.model.name} · defense {spec.defense.name}"
+            f" · one-run audit: 1 model, {spec.one_run['canaries']} {spec.one_run['canary_kind']}"
+            f" canaries in {spec.population} samples"
+        )
     return (
         f"{spec.dataset.name} · {spec.model.name} · defense {spec.defense.name}"
         f" · {spec.models} models, {spec.targets} target(s) x {spec.population} samples"
@@ -138,6 +144,29 @@ def bayes_line(result: AuditResult) -> str | None:
     if not parts:
         return None
     return "Bayesian ε of the ε≥ test, posterior median [95% credible]: " + "; ".join(parts)
+
+
+def one_run_lines(result: AuditResult) -> list[str]:
+    """Each attack's one-run ε lower bound, beside the accountant's ε when a defense has one."""
+    bounds = [(a.name, a.one_run) for a in result.attacks if a.one_run is not None]
+    if not bounds:
+        return []
+    accountant = result.training.target_meta.get("epsilon")
+    beside = f" (the accountant's ε: {float(accountant):.3g})" if accountant is not None else ""
+    confidence, delta = bounds[0][1].confidence, bounds[0][1].delta
+    lines = [f"one-run audit (Steinke et al.), ε lower bound at {confidence:.0%} confidence "
+             f"for δ={delta:.0e}{beside}:"]  # fmt: skip
+    for name, bound in bounds:
+        guesses = " + ".join(
+            f"{count} {side}" for count, side in ((bound.guesses_in, "in"),
+                                                  (bound.guesses_out, "out")) if count
+        )  # fmt: skip
+        lines.append(
+            f"  {name}: ε ≥ {bound.epsilon:.3f} ({bound.correct} of {bound.guesses} guesses "
+            f"right: {guesses}; {bound.included} of {bound.canaries} canaries trained on; best "
+            f"of {bound.choices} choices of guesses)"
+        )
+    return lines
 
 
 def dp_bound_line(result: AuditResult) -> str | None:
@@ -251,6 +280,7 @@ def report(result: AuditResult) -> list[RenderableType]:
     bayes = bayes_line(result)
     if bayes:
         out.append(bayes)
+    out += one_run_lines(result)
     if result.scorers:
         out.append(scorers_table(result))
         if folder is not None:

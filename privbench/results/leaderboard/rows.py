@@ -130,6 +130,8 @@ def _settings(spec: Mapping[str, Any], options: Mapping[str, Mapping[str, Any]])
         out[field] = spec.get(field)
     out["paired"] = spec.get("paired", False)
     out.update({**_RECIPE_DEFAULTS, **spec.get("recipe", {})})
+    if (one_run := spec.get("one_run")) is not None:
+        out.update({"audit": "one-run", **one_run})
     if (target := spec.get("target")) is not None:
         # Its checksum and its members decide it; where its weights file lies does not.
         out["target"] = target.get("sha256")
