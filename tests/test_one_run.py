@@ -24,6 +24,8 @@ from privbench.engine.audit import plan
 from privbench.engine.spec import AuditSpec
 from privbench.errors import PrivbenchError
 from privbench.plugins import Registry
+from privbench.results import leaderboard as board
+from privbench.results.db import ResultsDB
 from privbench.results.tables import summary_text
 from tests.conftest import run_cli
 
@@ -210,3 +212,20 @@ def test_one_run_bounds_dp_sgd_by_its_accountant_and_an_open_model_far_above(tmp
     assert again.attack("loss").one_run == bound
     text = summary_text(private)
     assert "one-run audit (Steinke et al.)" in text and "the accountant's ε: 0.99" in text
+
+
+def test_a_one_run_leaderboard_ranks_by_the_bound_and_others_do_not_show_it(tmp_path):
+    small = {"population": 200, "canaries": 100, "epochs": 15, "workspace": tmp_path}
+    one_run = privbench.audit(audit="one-run", attacks=["loss", "gap"], **small)
+    privbench.audit(attacks="loss", population=200, shadows=1, epochs=1, workspace=tmp_path)
+    with ResultsDB(tmp_path / "privbench.db") as db:
+        rows = board.collect(db)
+    assert sorted(r["attack"] for r in rows) == ["gap", "loss", "loss"]
+    loss = next(r for r in rows if r["attack"] == "loss" and r["epsilon_one_run"] is not None)
+    assert loss["epsilon_one_run"] == pytest.approx(one_run.attack("loss").one_run.epsilon)
+    assert sum(r["epsilon_one_run"] is None for r in rows) == 1  # the membership game's row
+    table = board.render(rows, "md", "epsilon_one_run")
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert header[header.index("seeds") + 1] == "epsilon_one_run"  # ranked: the first metric
+    membership_only = [r for r in rows if r["epsilon_one_run"] is None]
+    assert "epsilon_one_run" not in board.render(membership_only, "md", "auc")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
+import attrs
 import numpy as np
 
 from privbench.analysis.metrics import compute_metrics, roc, roc_points
@@ -101,6 +102,9 @@ def run_attack(
         callback.on_attack_target(attack.name, done, len(targets))
     all_scores, all_truth = np.concatenate(scores), np.concatenate(truth)
     metrics = compute_metrics(all_scores, all_truth)
+    one_run = audit_canaries(all_scores, all_truth) if evaluated is not None else None
+    if one_run is not None:
+        metrics = attrs.evolve(metrics, epsilon_one_run=one_run.epsilon)
     per_target = [compute_metrics(s, m).as_dict() for s, m in zip(scores, truth, strict=True)]
     fpr, tpr, _ = roc(all_scores, all_truth)
     seconds = time.perf_counter() - started
@@ -129,7 +133,7 @@ def run_attack(
         scores=entries,
         slices=slice_metrics(all_scores, all_truth, groups or {}),
         vulnerable=most_vulnerable(entries),
-        one_run=audit_canaries(all_scores, all_truth) if evaluated is not None else None,
+        one_run=one_run,
     )
     callback.on_attack_end(attack.name, metrics.auc, seconds)
     return result, (fpr, tpr)

@@ -35,6 +35,7 @@ METRIC_COLUMNS = (
     "epsilon_bayes",
     "epsilon_bayes_low",
     "epsilon_bayes_high",
+    "epsilon_one_run",
 )
 
 RECONSTRUCTION_COLUMNS = (

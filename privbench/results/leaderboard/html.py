@@ -45,6 +45,7 @@ LABELS = {
     "epsilon_lower": "ε≥ (95%)",
     "epsilon_gdp": "ε GDP",
     "epsilon_bayes": "ε Bayes",
+    "epsilon_one_run": "ε one run",
     "epsilon_estimate": "ε estimate",
     "n_members": "members",
     "n_nonmembers": "non-members",

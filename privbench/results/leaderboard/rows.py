@@ -59,6 +59,8 @@ SHOWN = (
     "tpr_at_0_1_fpr", "tpr_at_1_fpr", "auc", "balanced_accuracy", "epsilon_lower", "epsilon_gdp",
     "epsilon_bayes",
 )  # fmt: skip
+ONE_RUN = "epsilon_one_run"
+"""Shown where some row is from a one-run audit (``--audit one-run``), and always in CSV."""
 COUNT_COLUMNS = ("n_members", "n_nonmembers")
 """Sample counts: a row keeps the fewest of any run it merges (what its warnings rest on)."""
 
@@ -339,12 +341,13 @@ def columns(by: str, rows: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The shown columns: the configuration's (``config`` only where some of *rows* has one),
     the seeds, the ranked metric first, then the others."""
     config = ["config"] if any(row.get("config") for row in rows) else []
+    one_run = [ONE_RUN] if by == ONE_RUN or any(row.get(ONE_RUN) is not None for row in rows) else []
     return [
         *TEXT_COLUMNS,
         *config,
         "seeds",
         by,
-        *(c for c in SHOWN if c != by),
+        *(c for c in (*SHOWN, *one_run) if c != by),
         "test_accuracy",
         "seconds",
     ]
@@ -354,7 +357,7 @@ def csv_columns(by: str) -> list[str]:
     """CSV's columns: the same whatever the rows (a file's readers expect its columns), so
     ``config`` always, and the warnings' inputs before the metrics, which stay the last
     columns."""
-    metrics = columns(by)[len(TEXT_COLUMNS) + 1 :]  # after "seeds"
+    metrics = columns(by, [{ONE_RUN: 0.0}])[len(TEXT_COLUMNS) + 1 :]  # after "seeds"
     return [*TEXT_COLUMNS, "config", "seeds", "n_nonmembers", "tpr_at_zero_fp", *metrics]
 
 
