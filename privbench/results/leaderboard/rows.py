@@ -341,7 +341,8 @@ def columns(by: str, rows: Sequence[Mapping[str, Any]] = ()) -> list[str]:
     """The shown columns: the configuration's (``config`` only where some of *rows* has one),
     the seeds, the ranked metric first, then the others."""
     config = ["config"] if any(row.get("config") for row in rows) else []
-    one_run = [ONE_RUN] if by == ONE_RUN or any(row.get(ONE_RUN) is not None for row in rows) else []
+    one_run_rows = by == ONE_RUN or any(row.get(ONE_RUN) is not None for row in rows)
+    one_run = [ONE_RUN] if one_run_rows else []
     return [
         *TEXT_COLUMNS,
         *config,
