@@ -19,9 +19,9 @@ model on the 0/1 vector of correct labels) on a shadow ("source") model. privben
 ROC over every threshold (AUC, TPR at low FPR), which needs no threshold, so these attacks take
 no shadow models; the count of correct augmented labels is the paper's thresholded statistic.
 
-Not implemented: the paper's decision-boundary attack (distance to the boundary estimated with
-HopSkipJump, its strongest label-only attack), and the rotation variant of the augmentation
-attack.
+The paper's decision-boundary attack (distance to the boundary estimated with HopSkipJump) is
+``label-only-boundary`` (:mod:`privbench_plugins.attacks.boundary`). Not implemented: the
+rotation variant of the augmentation attack.
 
 Defaults and where they come from (the paper and its official code, cchoquette/
 membership-inference: ``utils.create_translates``, ``attack_features.augmentation_attack``,
