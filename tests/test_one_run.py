@@ -26,6 +26,7 @@ from privbench.errors import PrivbenchError
 from privbench.plugins import Registry
 from privbench.results import leaderboard as board
 from privbench.results.db import ResultsDB
+from privbench.results.report import render_report
 from privbench.results.tables import summary_text
 from tests.conftest import run_cli
 
@@ -212,6 +213,8 @@ def test_one_run_bounds_dp_sgd_by_its_accountant_and_an_open_model_far_above(tmp
     assert again.attack("loss").one_run == bound
     text = summary_text(private)
     assert "one-run audit (Steinke et al.)" in text and "the accountant's ε: 0.99" in text
+    page = render_report(again)
+    assert "one-run audit (Steinke et al.)" in page and f"ε ≥ {bound.epsilon:.3f}" in page
 
 
 def test_a_one_run_leaderboard_ranks_by_the_bound_and_others_do_not_show_it(tmp_path):

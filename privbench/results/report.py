@@ -33,9 +33,12 @@ from privbench.results.report_figures import (
 )
 from privbench.results.result import AuditResult
 from privbench.results.tables import (
+    bayes_line,
     defense_line,
     dp_bound_line,
+    gdp_line,
     memorization_line,
+    one_run_lines,
     reconstruction_metrics,
     utility_line,
 )
@@ -112,6 +115,12 @@ def pool_text(result: AuditResult) -> str:
         return (
             f"your target ({target['weights']}, sha256 {str(target['sha256'])[:12]}…, "
             f"{target['members']} members) + {spec.shadows} reference model(s), "
+            f"{spec.population} samples"
+        )
+    if spec.one_run is not None:
+        return (
+            f"one-run audit: 1 model trained with {spec.one_run['canaries']} "
+            f"{spec.one_run['canary_kind']} canaries (each in with probability 1/2) among "
             f"{spec.population} samples"
         )
     paired = " (paired keep-masks)" if spec.paired else ""
@@ -242,7 +251,9 @@ def _metrics(result: AuditResult) -> str:
         "attack within each slice of the samples (no metrics where a slice lacks members or "
         "non-members)."
     )
-    extra = [line for line in (dp_bound_line(result), memorization_line(result)) if line]
+    lines = (gdp_line(result), bayes_line(result), *one_run_lines(result),
+             dp_bound_line(result), memorization_line(result))  # fmt: skip
+    extra = [line for line in lines if line]
     table = _table("metrics-table", head, rows, escape(caption))
     return table + "".join(f'<p class="note">{escape(line)}</p>' for line in extra)
 
