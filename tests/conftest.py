@@ -84,6 +84,24 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+def label_only_context(target: Any, seed: int = 0, hflip: bool = False) -> Any:
+    """What a label-only attack sees against *target* (a view): 30 random 8x8 images of 3
+    classes, no shadows."""
+    from privbench import AttackContext
+
+    g = torch.Generator().manual_seed(0)
+    population = TensorData(torch.rand(30, 1, 8, 8, generator=g), torch.arange(30) % 3)
+    return AttackContext(
+        target=target,
+        shadows=[],
+        shadow_keep=np.zeros((0, 30), dtype=bool),
+        population=population,
+        num_classes=3,
+        seed=seed,
+        hflip_preserves_label=hflip,
+    )
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """``privbench ARGS`` in-process: exit status, stdout, stderr."""
     with pytest.raises(SystemExit) as exit_info:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import null_defense_plugin
+from conftest import label_only_context, null_defense_plugin
 from privbench_plugins.attacks.boundary import (
     BoundaryAttack,
     LabelOracle,
@@ -26,7 +26,6 @@ from privbench import (
     AttackContext,
     ModelView,
     OptionError,
-    TensorData,
     TrainingRecipe,
 )
 from privbench.engine.audit import run_audit
@@ -116,17 +115,7 @@ class _LabelsOnly(ModelView):
 
 
 def _context(target: ModelView, seed: int = 0) -> AttackContext:
-    g = torch.Generator().manual_seed(0)
-    population = TensorData(torch.rand(30, 1, 8, 8, generator=g), torch.arange(30) % 3)
-    return AttackContext(
-        target=target,
-        shadows=[],
-        shadow_keep=np.zeros((0, 30), dtype=bool),
-        population=population,
-        num_classes=3,
-        seed=seed,
-        hflip_preserves_label=False,
-    )
+    return label_only_context(target, seed)
 
 
 def test_labels_suffice_and_logits_are_refused():

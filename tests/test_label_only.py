@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import null_defense_plugin
+from conftest import label_only_context, null_defense_plugin
 from privbench_plugins.attacks.label_only import (
     AugmentationAttack,
     GapAttack,
@@ -25,7 +25,6 @@ from privbench import (
     AttackContext,
     ModelView,
     OptionError,
-    TensorData,
     TrainingRecipe,
 )
 from privbench.engine.audit import run_audit
@@ -77,17 +76,7 @@ def test_attack_contract(cls, options):
 
 
 def _context(access: Access, seed: int = 0, hflip: bool = True) -> AttackContext:
-    g = torch.Generator().manual_seed(0)
-    population = TensorData(torch.rand(30, 1, 8, 8, generator=g), torch.arange(30) % 3)
-    return AttackContext(
-        target=ModelView(tiny_linear_model(), access),
-        shadows=[],
-        shadow_keep=np.zeros((0, 30), dtype=bool),
-        population=population,
-        num_classes=3,
-        seed=seed,
-        hflip_preserves_label=hflip,
-    )
+    return label_only_context(ModelView(tiny_linear_model(), access), seed, hflip)
 
 
 def test_labels_access_suffices_and_logits_are_refused():

@@ -120,30 +120,27 @@ def slices_table(result: AuditResult) -> Table | None:
     return table
 
 
-def gdp_line(result: AuditResult) -> str | None:
-    """Each attack's two-sided ε from the Gaussian-DP fit of its ROC (older runs lack it)."""
+def _estimate_line(result: AuditResult, field: str, title: str) -> str | None:
+    """Each attack's two-sided ε estimate *field* with its interval (older runs lack it)."""
     parts = [
-        f"{a.name} {a.metrics.epsilon_gdp:.2f} [{a.metrics.epsilon_gdp_low:.2f}, "
-        f"{a.metrics.epsilon_gdp_high:.2f}]"
+        f"{a.name} {m[field]:.2f} [{m[f'{field}_low']:.2f}, {m[f'{field}_high']:.2f}]"
         for a in result.attacks
-        if a.metrics.epsilon_gdp == a.metrics.epsilon_gdp  # not NaN
+        if (m := a.metrics.as_dict())[field] == m[field]  # not NaN
     ]
-    if not parts:
-        return None
-    return "ε from the Gaussian-DP fit of the ROC, 95% interval: " + "; ".join(parts)
+    return f"{title}: " + "; ".join(parts) if parts else None
+
+
+def gdp_line(result: AuditResult) -> str | None:
+    """Each attack's two-sided ε from the Gaussian-DP fit of its ROC."""
+    return _estimate_line(
+        result, "epsilon_gdp", "ε from the Gaussian-DP fit of the ROC, 95% interval"
+    )
 
 
 def bayes_line(result: AuditResult) -> str | None:
-    """Each attack's Bayesian ε of the test ``epsilon_lower`` evaluates (older runs lack it)."""
-    parts = [
-        f"{a.name} {a.metrics.epsilon_bayes:.2f} [{a.metrics.epsilon_bayes_low:.2f}, "
-        f"{a.metrics.epsilon_bayes_high:.2f}]"
-        for a in result.attacks
-        if a.metrics.epsilon_bayes == a.metrics.epsilon_bayes  # not NaN
-    ]
-    if not parts:
-        return None
-    return "Bayesian ε of the ε≥ test, posterior median [95% credible]: " + "; ".join(parts)
+    """Each attack's Bayesian ε of the test ``epsilon_lower`` evaluates."""
+    title = "Bayesian ε of the ε≥ test, posterior median [95% credible]"
+    return _estimate_line(result, "epsilon_bayes", title)
 
 
 def one_run_lines(result: AuditResult) -> list[str]:
