@@ -73,3 +73,14 @@ def test_chance_scores_give_mu_near_zero_and_metrics_carry_the_fit():
     assert metrics.epsilon_gdp_low <= metrics.epsilon_gdp <= metrics.epsilon_gdp_high
     few = compute_metrics(np.r_[np.ones(5), np.zeros(5)], np.r_[np.ones(5), np.zeros(5)] > 0)
     assert few.epsilon_gdp == 0.0, "under 10 false positives: no test to fit"
+
+
+def test_a_perfect_attack_demonstrates_a_large_epsilon_not_none():
+    # Every threshold with false positives then flags every member: the estimate must not
+    # fall back to 0 (it did), but bound μ from below by what the counts allow.
+    rng = np.random.default_rng(0)
+    truth = rng.random(1000) < 0.5
+    scores = truth + rng.random(1000) * 0.5
+    estimate = gdp_estimate(scores, truth)
+    assert estimate.mu_low > 4 and estimate.epsilon_low > 3
+    assert estimate.epsilon_low <= estimate.epsilon <= estimate.epsilon_high

@@ -8,7 +8,9 @@ hypothesis-testing lower bound of :mod:`privbench.analysis.metrics`. privbench:
 
 1. chooses the threshold with the largest μ on one half of the scores (the same seeded halves
    as ``epsilon_lower``), among thresholds whose FPR has at least :data:`MIN_FALSE_POSITIVES`
-   false positives and at most 0.5, so that μ is not read off one or two samples;
+   false positives and at most 0.5, so that μ is not read off one or two samples; where no
+   such threshold misses a member (a near-perfect attack), the one whose Clopper-Pearson
+   bounds there demonstrate the largest μ;
 2. on the other half, takes two-sided Clopper-Pearson intervals of that test's TPR and FPR at
    ``confidence`` and turns them into ``μ_low = Φ⁻¹(TPR_low) - Φ⁻¹(FPR_high)`` (at least 0),
    the point ``μ``, and ``μ_high = Φ⁻¹(TPR_high) - Φ⁻¹(FPR_low)``;
@@ -94,10 +96,18 @@ def gdp_estimate(
         return nothing
     fpr, tpr = halves.fpr, halves.tpr
     usable = (fpr * halves.nonmembers >= MIN_FALSE_POSITIVES - 0.5) & (fpr <= 0.5) & (tpr < 1)
-    if not usable.any():
-        return nothing
     with np.errstate(divide="ignore", invalid="ignore"):  # Φ⁻¹(0 or 1): masked out
-        demonstrated = np.where(usable, norm.ppf(tpr) - norm.ppf(fpr), -np.inf)
+        if usable.any():
+            demonstrated = np.where(usable, norm.ppf(tpr) - norm.ppf(fpr), -np.inf)
+        else:
+            # Every threshold with enough false positives flags every member (a near-perfect
+            # attack, or too few non-members): the test is the one with the largest μ that
+            # Clopper-Pearson bounds allow on the selection half, which stays finite there.
+            tpr_low, _ = clopper_pearson(tpr * halves.members, halves.members, confidence)
+            _, fpr_high = clopper_pearson(fpr * halves.nonmembers, halves.nonmembers, confidence)
+            demonstrated = np.nan_to_num(norm.ppf(tpr_low) - norm.ppf(fpr_high), nan=-np.inf)
+        if not np.isfinite(demonstrated).any() or demonstrated.max() <= 0:
+            return nothing
     threshold = halves.thresholds[int(np.argmax(demonstrated))]
     hits, members, false_alarms, non_members = halves.counts_at(threshold)
     (tpr_low,), (tpr_high,) = clopper_pearson([hits], members, confidence)
