@@ -106,8 +106,8 @@ def gdp_estimate(
             tpr_low, _ = clopper_pearson(tpr * halves.members, halves.members, confidence)
             _, fpr_high = clopper_pearson(fpr * halves.nonmembers, halves.nonmembers, confidence)
             demonstrated = np.nan_to_num(norm.ppf(tpr_low) - norm.ppf(fpr_high), nan=-np.inf)
-        if not np.isfinite(demonstrated).any() or demonstrated.max() <= 0:
-            return nothing
+            if not demonstrated.max() > 0:
+                return nothing
     threshold = halves.thresholds[int(np.argmax(demonstrated))]
     hits, members, false_alarms, non_members = halves.counts_at(threshold)
     (tpr_low,), (tpr_high,) = clopper_pearson([hits], members, confidence)
