@@ -176,6 +176,7 @@ def record(
 ) -> dict[str, Any]:
     """A run's record as a suite cell writes it, with one ``loss`` result."""
     metrics = dict.fromkeys(METRIC_COLUMNS, 0.01) | {"auc": auc, "n_nonmembers": nonmembers}
+    metrics["epsilon_one_run"] = None  # LiRA's game: no one-run bound
     return {
         "run_id": run_id,
         "created_at": f"2024-01-01T00:00:{len(run_id):02d}",

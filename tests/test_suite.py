@@ -125,7 +125,7 @@ def test_the_smoke_suite_runs_once_and_a_rerun_does_no_work(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "leaderboard", smoke, "-w", ws, "--rank-by", "auc", "-f", "csv")
     lines = out.strip().splitlines()
     assert code == 0 and len(lines) == 7 and lines[0].startswith("dataset,model,defense,attack")
-    aucs = [float(line.rsplit(",", 9)[1]) for line in lines[1:]]
+    aucs = [float(line.rsplit(",", 10)[1]) for line in lines[1:]]  # auc, then 9 more columns
     assert aucs == sorted(aucs, reverse=True)
     target = tmp_path / "board.md"
     code, out, _ = run_cli(capsys, "leaderboard", smoke, "-w", ws, "-o", str(target))
