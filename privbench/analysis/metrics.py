@@ -71,9 +71,9 @@ class AttackMetrics:
     ``epsilon_bayes_low`` to ``epsilon_bayes_high``: an estimate, two-sided."""
     epsilon_bayes_low: float = math.nan
     epsilon_bayes_high: float = math.nan
-    epsilon_one_run: float = math.nan
+    epsilon_one_run: float | None = None
     """A one-run audit's ε lower bound from this attack's canary scores (Steinke et al.,
-    :mod:`privbench.analysis.one_run`); NaN in LiRA's game."""
+    :mod:`privbench.analysis.one_run`); None in LiRA's game."""
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

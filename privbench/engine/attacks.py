@@ -50,7 +50,7 @@ def context_for(
 
 def spread(per_target: Sequence[dict[str, float]]) -> Spread:
     """Mean and sample standard deviation of each metric over target models."""
-    keys = per_target[0].keys()
+    keys = [k for k, v in per_target[0].items() if v is not None]  # a one-run bound is pooled
     values = {k: np.array([float(m[k]) for m in per_target]) for k in keys}
     with np.errstate(invalid="ignore"):  # an infinite bound's spread is undefined: NaN
         return Spread(

@@ -211,9 +211,9 @@ class AttackResult:
     @classmethod
     def of(cls, record: Mapping[str, Any], scores: MembershipScores | None) -> AttackResult:
         stored = record["metrics"]
-        metrics = AttackMetrics(
-            **{f: stored.get(f, math.nan) for f in attrs.fields_dict(AttackMetrics)}
-        )
+        fields = attrs.fields_dict(AttackMetrics).items()
+        missing = {f: math.nan if d.default is attrs.NOTHING else d.default for f, d in fields}
+        metrics = AttackMetrics(**{f: stored.get(f, default) for f, default in missing.items()})
         spread = record.get("per_target", {})
         return cls(
             name=record["name"],
