@@ -55,3 +55,35 @@ def test_strong_dp_brings_the_loss_attack_to_chance_within_the_accountant(tmp_pa
     # DP costs accuracy but the model still learns (10 classes: chance is 0.1).
     assert private["utility"]["test_accuracy"] > 0.2
     assert private["utility"]["test_accuracy"] < open_model["utility"]["test_accuracy"]
+
+
+def test_every_attack_of_issue_19_falls_to_chance_under_strong_dp(tmp_path):
+    """The newer attacks (each also beats chance on an overfit pool in its own module) against
+    DP-SGD at ε = 1 on the same pool: every one at chance, none proving more than the
+    accountant's ε."""
+    attacks = (
+        PluginChoice("quantile"),
+        PluginChoice("shadow-classifier"),
+        PluginChoice("rmia", {"variant": "offline"}),
+        PluginChoice("gap"),
+        PluginChoice("label-only-augment"),
+        PluginChoice("label-only-noise"),
+        PluginChoice("label-only-boundary"),
+    )
+    spec = AuditSpec(
+        model=PluginChoice("mlp"),
+        defense=PluginChoice("dp-sgd", {"epsilon": 1.0}),
+        attacks=attacks,
+        recipe=RECIPE,
+        shadows=3,
+        population=400,
+        seed=0,
+    )
+    record = run_audit(spec, Workspace(tmp_path), registry=Registry.from_environment()).to_record()
+    accountant = record["dp_bound"]["epsilon"]
+    assert accountant <= 1.0 + 0.02 and not record.get("failures")
+    assert len(record["attacks"]) == len(attacks)
+    for attack in record["attacks"]:
+        metrics = attack["metrics"]
+        assert abs(metrics["auc"] - 0.5) < 0.05, attack["name"]
+        assert metrics["epsilon_lower"] <= accountant, attack["name"]
