@@ -60,10 +60,9 @@ def canary_count(requested: int | None, population_size: int) -> int:
 def draw_canaries(
     population: TensorData, num_classes: int, count: int, kind: str, seed: int
 ) -> tuple[Canaries, TensorData]:
-    """*count* canaries of *kind* in *population*, and the population as the model sees it
-    (mislabelled canaries with their wrong labels)."""
-    if kind not in CANARY_KINDS:
-        raise OptionError(f"--canary-kind {kind}: use one of {', '.join(CANARY_KINDS)}")
+    """*count* canaries of *kind* (one of :data:`CANARY_KINDS`, as the spec checks) in
+    *population*, and the population as the model sees it (mislabelled canaries with their
+    wrong labels)."""
     rng = np.random.default_rng(np.random.SeedSequence((seed, 0x63616E61)))
     positions = np.sort(rng.choice(len(population), size=count, replace=False))
     included = rng.random(count) < 0.5

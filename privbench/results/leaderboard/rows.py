@@ -337,18 +337,21 @@ def mean_roc(
     return {"fpr": grid.tolist(), "tpr": np.average(tprs, axis=0, weights=weights).tolist()}
 
 
-def columns(by: str, rows: Sequence[Mapping[str, Any]] = ()) -> list[str]:
+def columns(
+    by: str, rows: Sequence[Mapping[str, Any]] = (), *, one_run: bool | None = None
+) -> list[str]:
     """The shown columns: the configuration's (``config`` only where some of *rows* has one),
-    the seeds, the ranked metric first, then the others."""
+    the seeds, the ranked metric first, then the others (``epsilon_one_run`` where *one_run*
+    says, by default where some row is from a one-run audit or it is ranked by)."""
     config = ["config"] if any(row.get("config") for row in rows) else []
-    one_run_rows = by == ONE_RUN or any(row.get(ONE_RUN) is not None for row in rows)
-    one_run = [ONE_RUN] if one_run_rows else []
+    if one_run is None:
+        one_run = by == ONE_RUN or any(row.get(ONE_RUN) is not None for row in rows)
     return [
         *TEXT_COLUMNS,
         *config,
         "seeds",
         by,
-        *(c for c in (*SHOWN, *one_run) if c != by),
+        *(c for c in (*SHOWN, *([ONE_RUN] if one_run else [])) if c != by),
         "test_accuracy",
         "seconds",
     ]
@@ -358,7 +361,7 @@ def csv_columns(by: str) -> list[str]:
     """CSV's columns: the same whatever the rows (a file's readers expect its columns), so
     ``config`` always, and the warnings' inputs before the metrics, which stay the last
     columns."""
-    metrics = columns(by, [{ONE_RUN: 0.0}])[len(TEXT_COLUMNS) + 1 :]  # after "seeds"
+    metrics = columns(by, one_run=True)[len(TEXT_COLUMNS) + 1 :]  # after "seeds"
     return [*TEXT_COLUMNS, "config", "seeds", "n_nonmembers", "tpr_at_zero_fp", *metrics]
 
 
