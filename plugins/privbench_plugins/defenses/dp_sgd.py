@@ -1,10 +1,16 @@
-"""DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016) through opacus.
+"""DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016).
 
 Each step samples a Poisson batch, clips every per-sample gradient to ``max_grad_norm``, adds
 Gaussian noise of standard deviation ``noise_multiplier * max_grad_norm`` and lets the recipe's
 optimizer take the step; opacus' accountant turns (sampling rate, noise, steps) into the
 (epsilon, delta) guarantee that :meth:`DPSGD.fit` records, so that an audit can print the tight
 bounds that guarantee puts on every attack metric beside the measured ones.
+
+The clipping is privbench's book-keeping (:mod:`privbench_plugins.defenses.dp_clipping`: one
+backward pass, no per-sample gradients in memory) wherever the model's layers allow it, else
+opacus' ``PrivacyEngine`` (``grad_sample_mode`` picks). Both draw the same noise from the same
+generator, and opacus computes the noise multiplier and the epsilon for both, so the modes
+train the same model to rounding and report the same epsilon.
 
 Randomness is seeded (sampling, augmentation and noise follow ``trainer.seed``), as the audit
 needs reproducible models; the guarantee is then the usual one for a pseudo-random generator,
@@ -13,7 +19,10 @@ not opacus' ``secure_mode``.
 
 from __future__ import annotations
 
+import functools
+import math
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -22,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
 from privbench.helpers import seeded_generator, train_epochs
+from privbench_plugins.defenses import dp_clipping
 
 DEFAULT_EPSILON = 8.0
 """Target epsilon when neither ``epsilon`` nor ``noise_multiplier`` is given."""
@@ -45,6 +55,27 @@ def _dp_errors(net: torch.nn.Module) -> list[str]:
         return [str(error) for error in ModuleValidator.validate(net, strict=False)]
     finally:
         net.train(was_training)
+
+
+@functools.lru_cache(maxsize=64)
+def calibrated_noise(
+    epsilon: float, delta: float, sample_rate: float, epochs: int, accountant: str
+) -> float:
+    """The noise multiplier that spends *epsilon* at *delta* after *epochs* epochs at
+    *sample_rate*, by opacus' ``get_noise_multiplier`` (what ``make_private_with_epsilon``
+    calls). Remembered: with the PRV accountant it takes seconds, the same for every model of
+    a pool."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(
+        get_noise_multiplier(
+            target_epsilon=epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            epochs=epochs,
+            accountant=accountant,
+        )
+    )
 
 
 @attrs.frozen
@@ -76,10 +107,15 @@ class DPSGD(Defense):
     The epsilon is then what the accountant reports."""
     max_grad_norm: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     """Per-sample gradient clipping bound (L2 over all parameters)."""
-    grad_sample_mode: Literal["hooks", "ew", "functorch"] = "hooks"
-    """How opacus computes per-sample gradients: ``hooks`` (fastest), ``ew`` or ``functorch``.
-    hooks suits the small built-in models; ew (torch's expanded weights) networks with in-place
-    ops such as timm's ResNets, where hooks and functorch fail."""
+    grad_sample_mode: Literal["auto", "book-keeping", "hooks", "ew", "functorch"] = "auto"
+    """How per-sample gradients are clipped: book-keeping (one pass) or an opacus mode.
+
+    ``book-keeping``: privbench's one-pass clipping (Bu et al. 2023, ``dp_clipping``), no
+    per-sample gradients in memory, in-place ops allowed; Linear, Conv2d, GroupNorm and
+    LayerNorm layers only. ``hooks``, ``ew``, ``functorch``: opacus' modes, which store every
+    per-sample gradient (the reference; ew also follows in-place ops). ``auto``: book-keeping
+    where every layer allows it, else hooks. Both train the same model to rounding and spend
+    the same epsilon (tests/test_dp_clipping.py)."""
     poisson_sampling: bool = True
     """Poisson batches, as the accountant assumes (false: shuffled batches of fixed size).
     Without them the reported epsilon is only an approximation."""
@@ -118,10 +154,15 @@ class DPSGD(Defense):
             warnings.filterwarnings("ignore", category=RuntimeWarning, module="opacus.accountants")
             return self._fit(model, data, trainer)
 
-    def _fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
-        from opacus import PrivacyEngine
+    def resolved_mode(self, model: Model) -> str:
+        """The clipping this model gets: ``auto`` is book-keeping where every layer with
+        parameters is one it knows, else opacus' hooks."""
+        if self.grad_sample_mode != "auto":
+            return self.grad_sample_mode
+        return "hooks" if dp_clipping.unsupported(model) else "book-keeping"
 
-        # Seeded before opacus wraps the model, for batches and augmentation; noise has its own.
+    def _fit(self, model: Model, data: TensorData, trainer: Trainer) -> dict[str, Any]:
+        # Seeded before the model is wrapped, for batches and augmentation; noise has its own.
         generator = seeded_generator(trainer.seed)
         noise = torch.Generator(device=trainer.device).manual_seed(trainer.seed + 1)
         recipe, n = trainer.recipe, len(data)
@@ -129,27 +170,8 @@ class DPSGD(Defense):
         model.to(trainer.device).train()
         optimizer = trainer.make_optimizer(model)
         scheduler = trainer.make_scheduler(optimizer)
-        # Only for opacus' bookkeeping (sample rate 1 / len(loader)); batches are drawn below.
-        loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=recipe.batch_size)
-        engine = PrivacyEngine(accountant=self.accountant)
-        common: dict[str, Any] = dict(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            max_grad_norm=self.max_grad_norm,
-            poisson_sampling=False,  # sampled here, with a seeded generator
-            noise_generator=noise,
-            grad_sample_mode=self.grad_sample_mode,
-        )
-        if self.noise_multiplier is not None:
-            private, dp_optimizer, _ = engine.make_private(
-                noise_multiplier=self.noise_multiplier, **common
-            )
-        else:
-            private, dp_optimizer, _ = engine.make_private_with_epsilon(
-                target_epsilon=self.epsilon, target_delta=delta, epochs=recipe.epochs, **common
-            )
-        rate, steps_per_epoch = 1.0 / len(loader), len(loader)
+        steps_per_epoch = math.ceil(n / recipe.batch_size)
+        rate = 1.0 / steps_per_epoch  # opacus' sample rate: 1 / len(data loader)
 
         def poisson(n: int, generator: torch.Generator) -> list[torch.Tensor]:
             """Each sample joins each step's batch with probability ``rate``, independently."""
@@ -159,39 +181,186 @@ class DPSGD(Defense):
             ]
 
         x_all, y_all = data.x.to(trainer.device), data.y.to(trainer.device)
+        mode = self.resolved_mode(model)
+        run = _book_keeping if mode == "book-keeping" else _opacus
         try:
-            final_loss = train_epochs(
+            final_loss, epsilon, sigma = run(
+                self,
+                mode,
                 model,
                 trainer,
-                x_all,
-                lambda xb, index: trainer.loss(private(xb), y_all[index]),
-                batches=poisson if self.poisson_sampling else None,  # else shuffled, fixed size
-                generator=generator,
-                optimizer=dp_optimizer,
-                scheduler=scheduler,
-                mixed_precision=False,
+                optimizer,
+                lambda module, xb, index: trainer.loss(module(xb), y_all[index]),
+                dict(
+                    inputs=x_all,
+                    batches=poisson if self.poisson_sampling else None,  # else fixed-size
+                    generator=generator,
+                    scheduler=scheduler,
+                    mixed_precision=False,
+                ),
+                noise=noise,
+                rate=rate,
+                size=n,
+                delta=delta,
             )
         except RuntimeError as err:
-            if "inplace" in str(err) and self.grad_sample_mode != "ew":
+            if "inplace" in str(err) and mode not in ("ew", "book-keeping"):
                 raise PrivbenchError(
                     "defense 'dp-sgd': this model modifies tensors in place, which opacus' "
-                    f"'{self.grad_sample_mode}' mode cannot follow; use grad_sample_mode=ew"
+                    f"'{mode}' mode cannot follow; use grad_sample_mode=book-keeping or ew"
                 ) from None
             raise
-        finally:
-            dp_optimizer.zero_grad(set_to_none=True)
-            private.to_standard_module()  # hooks and per-sample attributes gone: plain Model
+        except dp_clipping.UnsupportedModelError as err:
+            raise PrivbenchError(
+                f"defense 'dp-sgd': {err}; use grad_sample_mode=hooks or ew"
+            ) from None
         model.eval()
         return {
-            "epsilon": float(engine.get_epsilon(delta)),
+            "epsilon": epsilon,
             "delta": delta,
-            "noise_multiplier": float(dp_optimizer.noise_multiplier),
+            "noise_multiplier": sigma,
             "max_grad_norm": self.max_grad_norm,
             "sample_rate": rate,
             "accountant": self.accountant,
+            "grad_sample_mode": mode,
             "final_train_loss": final_loss,
             "steps": recipe.epochs * steps_per_epoch,  # either sampling: ceil(N / batch) an epoch
         }
+
+
+def _book_keeping(
+    defense: DPSGD,
+    mode: str,
+    model: Model,
+    trainer: Trainer,
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    loop: dict[str, Any],
+    *,
+    noise: torch.Generator,
+    rate: float,
+    size: int,
+    delta: float,
+) -> tuple[float, float, float]:
+    """privbench's clipping with opacus' noise calibration and accountant, as make_private
+    would set them up, so that epsilon is the one the opacus modes report."""
+    from opacus.accountants import create_accountant
+
+    sigma = defense.noise_multiplier
+    if sigma is None:
+        assert defense.epsilon is not None
+        sigma = calibrated_noise(
+            defense.epsilon, delta, rate, trainer.recipe.epochs, defense.accountant
+        )
+    accountant = create_accountant(defense.accountant)
+    clipping = dp_clipping.BookKeeping(model, defense.max_grad_norm)
+    private = _NoisyClippedOptimizer(
+        optimizer,
+        clipping,
+        noise_std=sigma * defense.max_grad_norm,
+        expected_batch=int(size * rate),  # as opacus' make_private computes it
+        generator=noise,
+        on_step=lambda: accountant.step(noise_multiplier=sigma, sample_rate=rate),
+    )
+    with clipping.active():
+        final_loss = train_epochs(
+            model,
+            trainer,
+            batch_loss=lambda xb, index: loss(model, xb, index),
+            optimizer=private,  # type: ignore[arg-type]
+            **loop,
+        )
+    return final_loss, float(accountant.get_epsilon(delta)), float(sigma)
+
+
+class _NoisyClippedOptimizer:
+    """What ``train_epochs`` steps in book-keeping mode: each step takes the batch's clipped
+    per-sample gradient sums, adds Gaussian noise of ``noise_std`` per parameter (drawn from
+    *generator* in the optimizer's parameter order, as opacus does), divides by the expected
+    batch size and lets the recipe's optimizer step."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        clipping: dp_clipping.BookKeeping,
+        *,
+        noise_std: float,
+        expected_batch: int,
+        generator: torch.Generator,
+        on_step: Callable[[], None],
+    ) -> None:
+        self.optimizer = optimizer
+        self.clipping = clipping
+        self.noise_std = noise_std
+        self.expected_batch = expected_batch
+        self.generator = generator
+        self.on_step = on_step
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        sums, _ = self.clipping.clipped_sum()
+        for p in self.params:
+            total = sums[p]
+            if self.noise_std > 0:
+                total = total + torch.normal(
+                    0.0, self.noise_std, p.shape, device=p.device, generator=self.generator
+                )
+            p.grad = (total / self.expected_batch).view_as(p)
+        self.optimizer.step()
+        self.on_step()
+
+
+def _opacus(
+    defense: DPSGD,
+    mode: str,
+    model: Model,
+    trainer: Trainer,
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+    loop: dict[str, Any],
+    *,
+    noise: torch.Generator,
+    rate: float,
+    size: int,
+    delta: float,
+) -> tuple[float, float, float]:
+    """opacus' PrivacyEngine in one of its per-sample gradient modes (the reference)."""
+    from opacus import PrivacyEngine
+
+    # Only for opacus' bookkeeping (sample rate 1 / len(loader)); batches are drawn by the loop.
+    loader = DataLoader(TensorDataset(torch.arange(size)), batch_size=trainer.recipe.batch_size)
+    engine = PrivacyEngine(accountant=defense.accountant)
+    common: dict[str, Any] = dict(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        max_grad_norm=defense.max_grad_norm,
+        poisson_sampling=False,  # sampled by the loop, with a seeded generator
+        noise_generator=noise,
+        grad_sample_mode=mode,
+    )
+    sigma = defense.noise_multiplier
+    if sigma is None:  # what make_private_with_epsilon would compute, computed once
+        assert defense.epsilon is not None
+        sigma = calibrated_noise(
+            defense.epsilon, delta, rate, trainer.recipe.epochs, defense.accountant
+        )
+    private, dp_optimizer, _ = engine.make_private(noise_multiplier=sigma, **common)
+    try:
+        final_loss = train_epochs(
+            model,
+            trainer,
+            batch_loss=lambda xb, index: loss(private, xb, index),
+            optimizer=dp_optimizer,
+            **loop,
+        )
+    finally:
+        dp_optimizer.zero_grad(set_to_none=True)
+        private.to_standard_module()  # hooks and per-sample attributes gone: plain Model
+    return final_loss, float(engine.get_epsilon(delta)), float(dp_optimizer.noise_multiplier)
 
 
 @hookimpl
