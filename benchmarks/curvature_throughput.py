@@ -1,7 +1,7 @@
 """Curvature scoring throughput against its floor: ratios measured in one run.
 
     .venv/bin/python benchmarks/curvature_throughput.py [--model small-cnn] [--samples 1024]
-        [--batch 256] [--probes 10] [--repeats 3] [--device auto|cpu|cuda]
+        [--batch 256] [--probes 10] [--repeats 3] [--device auto|cpu|cuda] [--markdown]
 
 Each estimator of the ``curvature`` scorer needs a known number of model passes per sample and
 query augmentation (its floor):
@@ -17,6 +17,9 @@ under ``inference_mode``, one input gradient, one Hessian-vector product): 1.0 m
 estimator adds nothing beyond its model passes. For the zero-order form it also prints the
 speed-up over a per-round loop as the official code writes it (four separate forward passes of
 one batch per round). The estimators are batched over samples: no per-sample Python loop.
+
+``--markdown`` prints the same figures as one Markdown table (a line saying what ran, then a
+row per estimator), ready for docs/performance.md.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--h", type=float, default=1e-3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--markdown", action="store_true", help="Print one Markdown table (docs/performance.md)."
+    )
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -129,34 +135,24 @@ def main() -> None:
         for xb, yb in wide:
             batched_loss(xb, yb)
 
-    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
-    print(
-        f"{args.model} on {len(x)} digits, batches of {args.batch}, {args.probes} probes, "
-        f"{threads}, torch {torch.__version__}"
-    )
-    print(f"{'method':<18} {'seconds':>8} {'samples/s':>10} {'floor':>8}  ratio  (the floor)")
     plans = {
         "zero-order": (forward_wide, 1, "4 x probes forwards, batched"),
         "finite-difference": (gradient, args.probes + 1, "probes + 1 input gradients"),
         "exact": (hvp, args.probes, "probes Hessian-vector products"),
     }
-    for method, (unit, passes, what) in plans.items():
+
+    def measure(method: str) -> tuple[float, float, float | None]:
+        """The estimator's seconds, its floor's, and (zero-order) the per-round loop's."""
+        unit, passes, _ = plans[method]
         runs = [estimator(method), unit] + ([per_round_loop] if method == "zero-order" else [])
         seconds, unit_seconds, *loop = best_times(runs, args.repeats, device)
-        floor = unit_seconds * passes
-        print(
-            f"{method:<18} {seconds:8.3f} {len(x) / seconds:10.0f} {floor:8.3f}  "
-            f"{seconds / floor:5.2f}  ({what})"
-        )
-        if loop:
-            shape = "per-round loop (official shape)"
-            print(f"{'':<18} {shape} {loop[0]:.3f} s: ours is {loop[0] / seconds:.2f}x faster")
+        return seconds, unit_seconds * passes, loop[0] if loop else None
 
     # Mixed precision: the same probes under bfloat16 autocast against float32, on one batch.
     # Finite differences of losses at steps of 1e-3 are what bfloat16's 8-bit mantissa loses.
-    print("bfloat16 autocast against float32 (one batch, same probes): median relative error")
-    xb, yb = batches[0]
-    for method in plans:
+    def bfloat16_error(method: str) -> float:
+        """Median relative error of bfloat16 autocast against float32 on the first batch."""
+        xb, yb = batches[0]
         values = []
         for dtype in (None, torch.bfloat16):
             g = torch.Generator().manual_seed(0)
@@ -176,7 +172,57 @@ def main() -> None:
                     value = curvature.exact(loss, xb, yb, args.probes, g, "trace")
             values.append(value.double())
         error = ((values[1] - values[0]).abs() / values[0].abs().clamp_min(1e-12)).median()
-        print(f"{method:<18} {float(error):8.1%}")
+        return float(error)
+
+    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    if args.markdown and device.type == "cuda":
+        threads += f" ({torch.cuda.get_device_name(device)})"
+    heading = (
+        f"{args.model} on {len(x)} digits, batches of {args.batch}, {args.probes} probes, "
+        f"{threads}, torch {torch.__version__}"
+    )
+    if args.markdown:
+        print_markdown(heading, plans, measure, bfloat16_error, len(x), args.repeats)
+        return
+    print(heading)
+    print(f"{'method':<18} {'seconds':>8} {'samples/s':>10} {'floor':>8}  ratio  (the floor)")
+    for method, (_, _, what) in plans.items():
+        seconds, floor, loop = measure(method)
+        print(
+            f"{method:<18} {seconds:8.3f} {len(x) / seconds:10.0f} {floor:8.3f}  "
+            f"{seconds / floor:5.2f}  ({what})"
+        )
+        if loop is not None:
+            shape = "per-round loop (official shape)"
+            print(f"{'':<18} {shape} {loop:.3f} s: ours is {loop / seconds:.2f}x faster")
+    print("bfloat16 autocast against float32 (one batch, same probes): median relative error")
+    for method in plans:
+        print(f"{method:<18} {bfloat16_error(method):8.1%}")
+
+
+def print_markdown(
+    heading: str,
+    plans: dict[str, tuple[object, int, str]],
+    measure: Callable[[str], tuple[float, float, float | None]],
+    bfloat16_error: Callable[[str], float],
+    samples: int,
+    repeats: int,
+) -> None:
+    """The figures as a line saying what ran and one Markdown table, a row per estimator."""
+    print(f"{heading}; best of {repeats} repeats.")
+    print()
+    print(
+        "| form | passes it needs (the floor) | seconds | samples/s | floor (s) "
+        "| ratio to floor | speed-up over per-round loop | bfloat16 error |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for method, (_, _, what) in plans.items():
+        seconds, floor, loop = measure(method)
+        speed_up = f"{loop / seconds:.2f}x" if loop is not None else ""
+        print(
+            f"| {method} | {what} | {seconds:.3f} | {samples / seconds:.0f} | {floor:.3f} "
+            f"| {seconds / floor:.2f} | {speed_up} | {bfloat16_error(method):.1%} |"
+        )
 
 
 if __name__ == "__main__":
