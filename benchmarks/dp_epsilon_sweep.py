@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/dp_epsilon_sweep.py [--epsilons 1,2,4,8,16,32,50] [--models 8]
         [--targets 4] [--population 1000] [--model mlp] [--epochs 30] [--out docs/results]
         [--preset fashion-mnist-dp --reference-preset fashion-mnist --name fashion_mnist]
+        [--grad-sample-mode auto|book-keeping|hooks|ew]
 
 For each epsilon one pool of models is trained with ``dp-sgd`` (opacus calibrates the noise to
 that epsilon, delta below 1/N) and shared by the loss, LiRA (online) and curvature (Curv ZO LR)
@@ -67,11 +68,16 @@ def run_pool(workspace: Path, epsilon: float | None, args: argparse.Namespace) -
             setting |= {"defense": "none", "defense_options": {}, **args.reference_recipe}
         else:
             options = dict(preset.get("defense_options", {})) | {"epsilon": epsilon}
+            options["grad_sample_mode"] = args.grad_sample_mode
             setting = {"preset": args.preset, "defense_options": options, **args.recipe}
     else:
         setting = {
             "model": args.model,
-            "defense": ("dp-sgd", {"epsilon": epsilon}) if epsilon is not None else "none",
+            "defense": (
+                ("dp-sgd", {"epsilon": epsilon, "grad_sample_mode": args.grad_sample_mode})
+                if epsilon is not None
+                else "none"
+            ),
             "epochs": args.epochs,
             "batch_size": args.batch_size,
             "lr": args.lr,
@@ -136,6 +142,9 @@ def main() -> None:
         "--reference-recipe", action="append", default=[],
         help="KEY=VALUE: a recipe field over the reference preset's, the no-DP row",
     )  # fmt: skip
+    parser.add_argument(
+        "--grad-sample-mode", default="auto", help="dp-sgd's clipping (hooks: opacus, as before)"
+    )
     parser.add_argument("--name", default=None, help="output file suffix")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--workspace", type=Path, default=None)
@@ -163,6 +172,8 @@ def main() -> None:
             f"{args.batch_size}), {args.epochs} epochs"
         )
     name = f" --name {args.name}" if args.name else ""
+    if args.grad_sample_mode != "auto":
+        name = f" --grad-sample-mode {args.grad_sample_mode}" + name
     command = (
         f"python benchmarks/dp_epsilon_sweep.py --epsilons {args.epsilons} --models {args.models} "
         f"--targets {args.targets} --population {args.population} {setting} --seed {args.seed}"

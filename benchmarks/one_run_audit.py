@@ -2,7 +2,7 @@
 beside the accountant's ε, from one training run per row.
 
     .venv/bin/python benchmarks/one_run_audit.py [--epsilons 1,4,8,50] [--epochs 60]
-        [--attacks loss,quantile,gap] [--out docs/results]
+        [--attacks loss,quantile,gap] [--out docs/results] [--grad-sample-mode auto|hooks|...]
 
 Each row trains one small CNN on the digits population with canaries (1,000 capped at half the
 population: 628 of 1,257 samples; each in with probability 1/2), mislabelled and natural in
@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=60, help="epochs of the long no-DP row")
     parser.add_argument("--attacks", default="loss,quantile,gap")
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument(
+        "--grad-sample-mode", default="auto", help="dp-sgd's clipping (hooks: opacus, as before)"
+    )
     args = parser.parse_args()
     attacks = args.attacks.split(",")
     rows = []
@@ -38,7 +41,15 @@ def main() -> None:
             (f"none ({args.epochs} epochs)", {"epochs": args.epochs}),
         ]
         configs += [
-            (f"dp-sgd ε={e}", {"defense": ("dp-sgd", {"epsilon": float(e)})})
+            (
+                f"dp-sgd ε={e}",
+                {
+                    "defense": (
+                        "dp-sgd",
+                        {"epsilon": float(e), "grad_sample_mode": args.grad_sample_mode},
+                    )
+                },
+            )
             for e in args.epsilons.split(",")
         ]
         for kind in ("mislabelled", "natural"):
