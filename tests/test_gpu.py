@@ -89,3 +89,26 @@ def test_an_audit_runs_on_cuda_and_beats_chance_on_an_overfit_pool(tmp_path):
     assert result.to_record()["spec"]["device"].startswith("cuda")
     assert result.to_record()["utility"]["test_accuracy"] > 0.8
     assert max(a.metrics.auc for a in result.attacks) > 0.55
+
+
+def test_book_keeping_clipping_on_cuda_matches_the_cpu():
+    """DP-SGD's one-pass clipping (tensor hooks, strided patches, the convolution's weight-
+    gradient kernel) gives on CUDA the clipped sums it gives on the CPU."""
+    from privbench_plugins.defenses.dp_clipping import BookKeeping
+
+    registry = get_registry()
+    torch.manual_seed(0)
+    net = registry.create("model", "conv-fc", {"norm": "group"}).create((1, 28, 28), 10).train()
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    sums = {}
+    for device in ("cpu", "cuda"):
+        model = copy.deepcopy(net).to(device)
+        clipping = BookKeeping(model, 0.5)
+        with clipping.active():
+            F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            clipped, _ = clipping.clipped_sum()
+        names = {p: k for k, p in model.named_parameters()}
+        sums[device] = {names[p]: v.cpu() for p, v in clipped.items()}
+    for name, value in sums["cpu"].items():
+        # TF32 convolutions on recent GPUs round to about 1e-3
+        torch.testing.assert_close(sums["cuda"][name], value, rtol=1e-2, atol=1e-4, msg=name)
