@@ -2,7 +2,13 @@
 half of the population) and store it atomically under its key, or load it if it is there.
 
 Where the defense trains by the recipe and the models allow it, missing models train together as
-vmapped ensembles (:mod:`privbench.engine.ensemble`); ``PRIVBENCH_ENSEMBLE=0`` turns that off.
+vmapped ensembles (:mod:`privbench.engine.ensemble`), by default on CUDA only, where they are
+meant to pay: on the CPU an ensemble does the same arithmetic as its K trainings, in the grouped
+convolutions and K-fold tensors that vmap makes of it, and measured 0.67x to 1.4x of their speed
+on two cores (the gains only for networks on 8x8 digits; docs/results/ensemble_profile.md).
+``PRIVBENCH_ENSEMBLE`` says otherwise: ``1`` on the CPU too, ``0`` nowhere, ``auto`` (or unset)
+on CUDA only.
+
 Each model is stored as soon as it is trained, so an interrupted audit resumes with the rest. A
 model whose training diverged (non-finite loss or weights) stops the audit with one line naming
 it and the likely cause, and is not stored; the models stored before it are kept.
@@ -31,7 +37,7 @@ from privbench.engine.spec import AuditSpec, spec_record
 from privbench.engine.store import DamagedEntry, Workspace
 from privbench.engine.target import load_target_weights
 from privbench.engine.training import StandardTrainer
-from privbench.errors import TrainingDivergedError
+from privbench.errors import OptionError, TrainingDivergedError, one_line
 from privbench.plugins.interfaces import Model
 from privbench.version import __version__
 
@@ -57,8 +63,29 @@ class FittedPool:
     seconds: float
 
 
+ENSEMBLE_SETTINGS = ("auto", "0", "1")
+"""What ``PRIVBENCH_ENSEMBLE`` may say: ensembles on CUDA only (the default), nowhere, anywhere."""
+
+
+def ensembles_wanted(device: torch.device) -> bool:
+    """Whether models on *device* should train as ensembles where they can, by
+    ``PRIVBENCH_ENSEMBLE``: on CUDA by default (``auto``), everywhere with ``1``, never with
+    ``0``."""
+    setting = os.environ.get("PRIVBENCH_ENSEMBLE", "").strip().lower() or "auto"
+    if setting not in ENSEMBLE_SETTINGS:
+        raise OptionError(
+            f"PRIVBENCH_ENSEMBLE={one_line(setting)} is not understood; use auto (ensembles on "
+            "CUDA only, the default), 1 (on the CPU too) or 0 (never)"
+        )
+    if setting == "auto":
+        return device.type == "cuda"
+    return setting == "1"
+
+
 def ensembles_allowed(pool: Pool) -> bool:
-    return pool.components.trains_by_recipe and os.environ.get("PRIVBENCH_ENSEMBLE", "1") != "0"
+    """Whether the pool's missing models may train as ensembles: the defense trains by the
+    recipe and :func:`ensembles_wanted` says so for the audit's device."""
+    return pool.components.trains_by_recipe and ensembles_wanted(pool.components.device)
 
 
 def ensemble_size(pool: Pool) -> int:
