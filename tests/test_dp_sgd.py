@@ -58,3 +58,16 @@ def test_batchnorm_becomes_groupnorm(registry, digits):
 def test_bad_options_raise(registry, options):
     with pytest.raises(OptionError):
         registry.create("defense", "dp-sgd", options)
+
+
+@pytest.mark.parametrize("mode", ["ew", "functorch"])
+def test_every_opacus_mode_trains_several_steps_to_book_keepings_model(registry, digits, mode):
+    """opacus' other modes take many steps (ew once refused the second forward pass while the
+    first step's per-sample gradients were attached) and train book-keeping's model."""
+    ours, ours_meta = _train(registry, digits, DPSGD(noise_multiplier=1.0))
+    theirs, meta = _train(registry, digits, DPSGD(noise_multiplier=1.0, grad_sample_mode=mode))
+    assert meta["steps"] > 1 and meta["grad_sample_mode"] == mode
+    assert ours_meta["grad_sample_mode"] == "book-keeping"
+    reference = theirs.state_dict()
+    for name, value in ours.state_dict().items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-4, atol=1e-5, msg=name)

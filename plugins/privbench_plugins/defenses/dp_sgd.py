@@ -313,6 +313,14 @@ class _NoisyClippedOptimizer:
         self.on_step()
 
 
+def _cleared(optimizer: torch.optim.Optimizer) -> bool:
+    """Drop the previous step's per-sample gradients before the next forward pass: the loop
+    clears gradients between forward and backward, but opacus' ``ew`` mode refuses a forward
+    pass while a ``grad_sample`` is still attached."""
+    optimizer.zero_grad(set_to_none=True)
+    return True
+
+
 def _opacus(
     defense: DPSGD,
     mode: str,
@@ -353,7 +361,7 @@ def _opacus(
         final_loss = train_epochs(
             model,
             trainer,
-            batch_loss=lambda xb, index: loss(private, xb, index),
+            batch_loss=lambda xb, index: _cleared(dp_optimizer) and loss(private, xb, index),
             optimizer=dp_optimizer,
             **loop,
         )
