@@ -18,8 +18,8 @@ from member k's batch, as its own training would. Only floating-point summation 
 Where it pays: on CUDA, where one small model leaves most of the device idle. On the CPU the
 ensemble does the same arithmetic as the K trainings, in grouped convolutions and K-fold
 tensors that run no faster: 0.67x to 1.4x of sequential training's speed on two cores
-(docs/results/ensemble_profile.md), which is why the engine uses it on the CPU only when told
-to (:mod:`privbench.engine.fitting`, ``PRIVBENCH_ENSEMBLE``).
+(docs/results/ensemble_profile.md), the gains only on 8x8 digits, which is why the engine uses
+it on the CPU only for small images (:mod:`privbench.engine.fitting`, ``PRIVBENCH_ENSEMBLE``).
 
 Not for: batch norm with ``momentum=None`` (its cumulative average reads the step count as a
 Python number), models above :data:`SMALL_MODEL_PARAMETERS`, training sets of different sizes

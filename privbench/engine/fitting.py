@@ -2,12 +2,13 @@
 half of the population) and store it atomically under its key, or load it if it is there.
 
 Where the defense trains by the recipe and the models allow it, missing models train together as
-vmapped ensembles (:mod:`privbench.engine.ensemble`), by default on CUDA only, where they are
-meant to pay: on the CPU an ensemble does the same arithmetic as its K trainings, in the grouped
-convolutions and K-fold tensors that vmap makes of it, and measured 0.67x to 1.4x of their speed
-on two cores (the gains only for networks on 8x8 digits; docs/results/ensemble_profile.md).
-``PRIVBENCH_ENSEMBLE`` says otherwise: ``1`` on the CPU too, ``0`` nowhere, ``auto`` (or unset)
-on CUDA only.
+vmapped ensembles (:mod:`privbench.engine.ensemble`) where they pay: on CUDA, and on the CPU for
+images of at most :data:`SMALL_IMAGE_PIXELS` pixels. On the CPU an ensemble does the same
+arithmetic as its K trainings, in the grouped convolutions and K-fold tensors that vmap makes
+of it: it measured 1.0-1.4x of their speed for networks on 8x8 digits (the default ``privbench
+run``: 14.5 s against 16-24 s one by one) and 0.67-0.89x for every 28x28 network tried
+(docs/results/ensemble_profile.md). ``PRIVBENCH_ENSEMBLE`` says otherwise: ``1`` everywhere,
+``0`` nowhere, ``auto`` (or unset) as above.
 
 Each model is stored as soon as it is trained, so an interrupted audit resumes with the rest. A
 model whose training diverged (non-finite loss or weights) stops the audit with one line naming
@@ -64,28 +65,37 @@ class FittedPool:
 
 
 ENSEMBLE_SETTINGS = ("auto", "0", "1")
-"""What ``PRIVBENCH_ENSEMBLE`` may say: ensembles on CUDA only (the default), nowhere, anywhere."""
+"""What ``PRIVBENCH_ENSEMBLE`` may say: ensembles where they pay (the default), nowhere,
+anywhere."""
+
+SMALL_IMAGE_PIXELS = 16 * 16
+"""On the CPU, ``auto`` ensembles models of images up to this many pixels (per channel): 8x8
+digits gained, every 28x28 network lost; sizes between were not measured."""
 
 
-def ensembles_wanted(device: torch.device) -> bool:
-    """Whether models on *device* should train as ensembles where they can, by
-    ``PRIVBENCH_ENSEMBLE``: on CUDA by default (``auto``), everywhere with ``1``, never with
-    ``0``."""
+def ensembles_wanted(device: torch.device, input_shape: tuple[int, ...] = ()) -> bool:
+    """Whether models on *device* for inputs of *input_shape* (C x H x W) should train as
+    ensembles where they can, by ``PRIVBENCH_ENSEMBLE``: by default (``auto``) on CUDA, and on
+    the CPU for images of at most :data:`SMALL_IMAGE_PIXELS` pixels; everywhere with ``1``,
+    never with ``0``."""
     setting = os.environ.get("PRIVBENCH_ENSEMBLE", "").strip().lower() or "auto"
     if setting not in ENSEMBLE_SETTINGS:
         raise OptionError(
             f"PRIVBENCH_ENSEMBLE={one_line(setting)} is not understood; use auto (ensembles on "
-            "CUDA only, the default), 1 (on the CPU too) or 0 (never)"
+            "CUDA, and on the CPU for small images: the default), 1 (always) or 0 (never)"
         )
     if setting == "auto":
-        return device.type == "cuda"
+        pixels = math.prod(input_shape[1:]) if len(input_shape) > 1 else math.inf
+        return device.type == "cuda" or pixels <= SMALL_IMAGE_PIXELS
     return setting == "1"
 
 
 def ensembles_allowed(pool: Pool) -> bool:
     """Whether the pool's missing models may train as ensembles: the defense trains by the
-    recipe and :func:`ensembles_wanted` says so for the audit's device."""
-    return pool.components.trains_by_recipe and ensembles_wanted(pool.components.device)
+    recipe and :func:`ensembles_wanted` says so for the audit's device and images."""
+    return pool.components.trains_by_recipe and ensembles_wanted(
+        pool.components.device, tuple(pool.dataset.input_shape)
+    )
 
 
 def ensemble_size(pool: Pool) -> int:
