@@ -37,7 +37,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from privbench.engine.training import StandardTrainer
+from privbench.engine.training import (
+    StandardTrainer,
+    crop_at,
+    crop_offsets,
+    crop_padding,
+    flip_where,
+)
 from privbench.errors import TrainingDivergedError
 from privbench.helpers.training import autocast
 from privbench.plugins.interfaces import Model, TensorData
@@ -95,21 +101,12 @@ def augment_members(
     k, b = x.shape[:2]
     flat = x.reshape(k * b, *x.shape[2:])
     if "flip" in mode:
-        flip = torch.cat([torch.rand(b, generator=g) < 0.5 for g in generators]).to(x.device)
-        flat = torch.where(flip[:, None, None, None], flat.flip(-1), flat)
+        flat = flip_where(flat, torch.cat([torch.rand(b, generator=g) < 0.5 for g in generators]))
     if "crop" in mode:
-        height, width = flat.shape[-2:]
-        padding = max(1, width // 8)
-        offsets = [  # per member: the rows' offsets, then the columns', as the trainer draws them
-            [torch.randint(0, 2 * padding + 1, (b,), generator=g) for _ in range(2)]
-            for g in generators
-        ]
-        dy, dx = (torch.cat(drawn).to(x.device) for drawn in zip(*offsets, strict=True))
-        padded = torch.nn.functional.pad(flat, (padding,) * 4)
-        rows = (dy[:, None] + torch.arange(height, device=x.device))[:, :, None]
-        cols = (dx[:, None] + torch.arange(width, device=x.device))[:, None, :]
-        batch = torch.arange(k * b, device=x.device)[:, None, None]
-        flat = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+        padding = crop_padding(flat)
+        drawn = [crop_offsets(b, padding, g) for g in generators]  # each member's, in its order
+        dy, dx = (torch.cat(offsets) for offsets in zip(*drawn, strict=True))
+        flat = crop_at(flat, padding, dy, dx)
     return flat.reshape(x.shape)
 
 

@@ -43,21 +43,43 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad by *padding* and crop back at a random offset per image, as one gather."""
+def crop_at(x: torch.Tensor, padding: int, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Zero-pad by *padding* and crop back, image i at offset ``(dy[i], dx[i])``, as one
+    gather."""
     b, _, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    rows = (dy.to(x.device)[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx.to(x.device)[:, None] + torch.arange(w, device=x.device))[:, None, :]
     batch = torch.arange(b, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
+def crop_offsets(
+    count: int, padding: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """*count* random crop offsets in ``[0, 2 * padding]``: the rows', then the columns'."""
+    dy = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (count,), generator=generator)
+    return dy, dx
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by *padding* and crop back at a random offset per image, as one gather."""
+    return crop_at(x, padding, *crop_offsets(x.shape[0], padding, generator))
+
+
+def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Images whose *flip* is true mirrored left to right."""
+    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
+
+
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return flip_where(x, torch.rand(x.shape[0], generator=generator) < 0.5)
+
+
+def crop_padding(x: torch.Tensor) -> int:
+    """The padding of the recipe's crop for images like *x*: an eighth of the width, at least 1."""
+    return max(1, x.shape[-1] // 8)
 
 
 def recipe_loss(recipe: TrainingRecipe, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -118,7 +140,7 @@ class StandardTrainer:
         if "flip" in mode:
             x = random_hflip(x, generator)
         if "crop" in mode:
-            x = random_crop(x, max(1, x.shape[-1] // 8), generator)
+            x = random_crop(x, crop_padding(x), generator)
         return x
 
     def batches(self, n: int, generator: torch.Generator) -> list[torch.Tensor]:

@@ -182,27 +182,28 @@ class DPSGD(Defense):
 
         x_all, y_all = data.x.to(trainer.device), data.y.to(trainer.device)
         mode = self.resolved_mode(model)
-        run = _book_keeping if mode == "book-keeping" else _opacus
+        run = _Run(
+            defense=self,
+            mode=mode,
+            model=model,
+            trainer=trainer,
+            optimizer=optimizer,
+            loss=lambda module, xb, index: trainer.loss(module(xb), y_all[index]),
+            loop=dict(
+                inputs=x_all,
+                batches=poisson if self.poisson_sampling else None,  # else fixed-size
+                generator=generator,
+                scheduler=scheduler,
+                mixed_precision=False,
+            ),
+            noise=noise,
+            rate=rate,
+            size=n,
+            delta=delta,
+        )
         try:
-            final_loss, epsilon, sigma = run(
-                self,
-                mode,
-                model,
-                trainer,
-                optimizer,
-                lambda module, xb, index: trainer.loss(module(xb), y_all[index]),
-                dict(
-                    inputs=x_all,
-                    batches=poisson if self.poisson_sampling else None,  # else fixed-size
-                    generator=generator,
-                    scheduler=scheduler,
-                    mixed_precision=False,
-                ),
-                noise=noise,
-                rate=rate,
-                size=n,
-                delta=delta,
-            )
+            train = _book_keeping if mode == "book-keeping" else _opacus
+            final_loss, epsilon, sigma = train(run)
         except RuntimeError as err:
             if "inplace" in str(err) and mode not in ("ew", "book-keeping"):
                 raise PrivbenchError(
@@ -228,49 +229,64 @@ class DPSGD(Defense):
         }
 
 
-def _book_keeping(
-    defense: DPSGD,
-    mode: str,
-    model: Model,
-    trainer: Trainer,
-    optimizer: torch.optim.Optimizer,
-    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-    loop: dict[str, Any],
-    *,
-    noise: torch.Generator,
-    rate: float,
-    size: int,
-    delta: float,
-) -> tuple[float, float, float]:
+@attrs.frozen
+class _Run:
+    """One private training, as both clipping paths take it."""
+
+    defense: DPSGD
+    mode: str
+    model: Model
+    trainer: Trainer
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    """``(module, inputs, index) -> mean loss`` of a batch through *module*."""
+    loop: dict[str, Any]
+    """The rest of ``train_epochs``' arguments: inputs, batches, generator, scheduler."""
+    noise: torch.Generator
+    rate: float
+    size: int
+    delta: float
+
+    def noise_multiplier(self) -> float:
+        """The one given, or the one opacus calibrates to the target epsilon."""
+        if self.defense.noise_multiplier is not None:
+            return self.defense.noise_multiplier
+        assert self.defense.epsilon is not None
+        return calibrated_noise(
+            self.defense.epsilon,
+            self.delta,
+            self.rate,
+            self.trainer.recipe.epochs,
+            self.defense.accountant,
+        )
+
+
+def _book_keeping(run: _Run) -> tuple[float, float, float]:
     """privbench's clipping with opacus' noise calibration and accountant, as make_private
-    would set them up, so that epsilon is the one the opacus modes report."""
+    would set them up, so that epsilon is the one the opacus modes report. Returns (final
+    training loss, epsilon, noise multiplier)."""
     from opacus.accountants import create_accountant
 
-    sigma = defense.noise_multiplier
-    if sigma is None:
-        assert defense.epsilon is not None
-        sigma = calibrated_noise(
-            defense.epsilon, delta, rate, trainer.recipe.epochs, defense.accountant
-        )
-    accountant = create_accountant(defense.accountant)
-    clipping = dp_clipping.BookKeeping(model, defense.max_grad_norm)
+    sigma = run.noise_multiplier()
+    accountant = create_accountant(run.defense.accountant)
+    clipping = dp_clipping.BookKeeping(run.model, run.defense.max_grad_norm)
     private = _NoisyClippedOptimizer(
-        optimizer,
+        run.optimizer,
         clipping,
-        noise_std=sigma * defense.max_grad_norm,
-        expected_batch=int(size * rate),  # as opacus' make_private computes it
-        generator=noise,
-        on_step=lambda: accountant.step(noise_multiplier=sigma, sample_rate=rate),
+        noise_std=sigma * run.defense.max_grad_norm,
+        expected_batch=int(run.size * run.rate),  # as opacus' make_private computes it
+        generator=run.noise,
+        on_step=lambda: accountant.step(noise_multiplier=sigma, sample_rate=run.rate),
     )
     with clipping.active():
         final_loss = train_epochs(
-            model,
-            trainer,
-            batch_loss=lambda xb, index: loss(model, xb, index),
+            run.model,
+            run.trainer,
+            batch_loss=lambda xb, index: run.loss(run.model, xb, index),
             optimizer=private,  # type: ignore[arg-type]
-            **loop,
+            **run.loop,
         )
-    return final_loss, float(accountant.get_epsilon(delta)), float(sigma)
+    return final_loss, float(accountant.get_epsilon(run.delta)), float(sigma)
 
 
 class _NoisyClippedOptimizer:
@@ -321,54 +337,37 @@ def _cleared(optimizer: torch.optim.Optimizer) -> bool:
     return True
 
 
-def _opacus(
-    defense: DPSGD,
-    mode: str,
-    model: Model,
-    trainer: Trainer,
-    optimizer: torch.optim.Optimizer,
-    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-    loop: dict[str, Any],
-    *,
-    noise: torch.Generator,
-    rate: float,
-    size: int,
-    delta: float,
-) -> tuple[float, float, float]:
+def _opacus(run: _Run) -> tuple[float, float, float]:
     """opacus' PrivacyEngine in one of its per-sample gradient modes (the reference)."""
     from opacus import PrivacyEngine
 
     # Only for opacus' bookkeeping (sample rate 1 / len(loader)); batches are drawn by the loop.
-    loader = DataLoader(TensorDataset(torch.arange(size)), batch_size=trainer.recipe.batch_size)
-    engine = PrivacyEngine(accountant=defense.accountant)
-    common: dict[str, Any] = dict(
-        module=model,
-        optimizer=optimizer,
-        data_loader=loader,
-        max_grad_norm=defense.max_grad_norm,
-        poisson_sampling=False,  # sampled by the loop, with a seeded generator
-        noise_generator=noise,
-        grad_sample_mode=mode,
+    loader = DataLoader(
+        TensorDataset(torch.arange(run.size)), batch_size=run.trainer.recipe.batch_size
     )
-    sigma = defense.noise_multiplier
-    if sigma is None:  # what make_private_with_epsilon would compute, computed once
-        assert defense.epsilon is not None
-        sigma = calibrated_noise(
-            defense.epsilon, delta, rate, trainer.recipe.epochs, defense.accountant
-        )
-    private, dp_optimizer, _ = engine.make_private(noise_multiplier=sigma, **common)
+    engine = PrivacyEngine(accountant=run.defense.accountant)
+    private, dp_optimizer, _ = engine.make_private(
+        module=run.model,
+        optimizer=run.optimizer,
+        data_loader=loader,
+        noise_multiplier=run.noise_multiplier(),  # what make_private_with_epsilon computes
+        max_grad_norm=run.defense.max_grad_norm,
+        poisson_sampling=False,  # sampled by the loop, with a seeded generator
+        noise_generator=run.noise,
+        grad_sample_mode=run.mode,
+    )
     try:
         final_loss = train_epochs(
-            model,
-            trainer,
-            batch_loss=lambda xb, index: _cleared(dp_optimizer) and loss(private, xb, index),
+            run.model,
+            run.trainer,
+            batch_loss=lambda xb, index: _cleared(dp_optimizer) and run.loss(private, xb, index),
             optimizer=dp_optimizer,
-            **loop,
+            **run.loop,
         )
     finally:
         dp_optimizer.zero_grad(set_to_none=True)
         private.to_standard_module()  # hooks and per-sample attributes gone: plain Model
-    return final_loss, float(engine.get_epsilon(delta)), float(dp_optimizer.noise_multiplier)
+    return final_loss, float(engine.get_epsilon(run.delta)), float(dp_optimizer.noise_multiplier)
 
 
 @hookimpl
