@@ -123,6 +123,7 @@ def test_both_norm_computations_agree_with_the_instantiated_gradient():
         torch.testing.assert_close(dp_clipping._weight_norms(a, g), direct, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # opacus' hooks, expected
 def test_matches_opacus_reference_mode_on_one_batch(registry):
     """The clipped sum of one batch equals what opacus' DPOptimizer (hooks mode, the
     reference) accumulates, noise off."""
