@@ -72,9 +72,10 @@ def train_epochs(
 
     Every epoch draws its batches (default: :func:`shuffled_batches` of the recipe's batch size)
     and, per batch in order: indexes ``inputs`` (a tensor on ``trainer.device``, or a function
-    drawing each epoch's inputs before its batches), augments with ``trainer.augment``, computes
-    ``batch_loss(inputs, index)`` under :func:`autocast` (unless ``mixed_precision=False``),
-    then ``zero_grad(set_to_none=True)``, ``backward``, ``step``. The scheduler steps after every
+    drawing each epoch's inputs before its batches), augments with ``trainer.augment``, calls
+    ``zero_grad(set_to_none=True)``, computes ``batch_loss(inputs, index)`` under
+    :func:`autocast` (unless ``mixed_precision=False``), then ``backward`` and ``step``. The
+    scheduler steps after every
     epoch, then ``on_epoch(epoch + 1, epochs)`` is called. An epoch whose loss is not finite
     raises :class:`~privbench.errors.TrainingDivergedError` (the engine names the model and
     stores nothing of it).
@@ -109,9 +110,11 @@ def train_epochs(
         for index in batches(x_epoch.shape[0], generator):
             index = index.to(device)
             xb = trainer.augment(x_epoch[index], generator)
+            # Cleared before the forward pass: opacus' ew mode refuses a forward pass while the
+            # last step's per-sample gradients are attached.
+            optimizer.zero_grad(set_to_none=True)
             with precision():
                 loss = batch_loss(xb, index)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if len(index):

@@ -24,7 +24,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import torch
@@ -33,6 +33,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from privbench import Defense, Model, PrivbenchError, TensorData, Trainer, hookimpl
 from privbench.helpers import seeded_generator, train_epochs
 from privbench_plugins.defenses import dp_clipping
+
+if TYPE_CHECKING:
+    from opacus.accountants import IAccountant
 
 DEFAULT_EPSILON = 8.0
 """Target epsilon when neither ``epsilon`` nor ``noise_multiplier`` is given."""
@@ -182,6 +185,12 @@ class DPSGD(Defense):
             ]
 
         x_all, y_all = data.x.to(trainer.device), data.y.to(trainer.device)
+        started = time.perf_counter()
+        sigma = self.noise_multiplier
+        if sigma is None:  # what make_private_with_epsilon computes
+            assert self.epsilon is not None
+            sigma = calibrated_noise(self.epsilon, delta, rate, recipe.epochs, self.accountant)
+        accounting = time.perf_counter() - started
         mode = self.resolved_mode(model)
         run = _Run(
             defense=self,
@@ -198,13 +207,13 @@ class DPSGD(Defense):
                 mixed_precision=False,
             ),
             noise=noise,
+            noise_multiplier=sigma,
             rate=rate,
             size=n,
-            delta=delta,
         )
         try:
             train = _book_keeping if mode == "book-keeping" else _opacus
-            final_loss, epsilon, sigma, accounting = train(run)
+            final_loss, accountant = train(run)
         except RuntimeError as err:
             if "inplace" in str(err) and mode not in ("ew", "book-keeping"):
                 raise PrivbenchError(
@@ -217,6 +226,9 @@ class DPSGD(Defense):
                 f"defense 'dp-sgd': {err}; use grad_sample_mode=hooks or ew"
             ) from None
         model.eval()
+        started = time.perf_counter()
+        epsilon = float(accountant.get_epsilon(delta))
+        accounting += time.perf_counter() - started
         return {
             "epsilon": epsilon,
             "delta": delta,
@@ -245,42 +257,28 @@ class _Run:
     loop: dict[str, Any]
     """The rest of ``train_epochs``' arguments: inputs, batches, generator, scheduler."""
     noise: torch.Generator
+    noise_multiplier: float
     rate: float
     size: int
-    delta: float
-
-    def noise_multiplier(self) -> float:
-        """The one given, or the one opacus calibrates to the target epsilon."""
-        if self.defense.noise_multiplier is not None:
-            return self.defense.noise_multiplier
-        assert self.defense.epsilon is not None
-        return calibrated_noise(
-            self.defense.epsilon,
-            self.delta,
-            self.rate,
-            self.trainer.recipe.epochs,
-            self.defense.accountant,
-        )
 
 
-def _book_keeping(run: _Run) -> tuple[float, float, float, float]:
-    """privbench's clipping with opacus' noise calibration and accountant, as make_private
-    would set them up, so that epsilon is the one the opacus modes report. Returns (final
-    training loss, epsilon, noise multiplier, seconds spent accounting)."""
+def _book_keeping(run: _Run) -> tuple[float, IAccountant]:
+    """privbench's clipping, with opacus' accountant stepped as make_private would step it, so
+    that epsilon is the one the opacus modes report. Returns the final training loss and the
+    accountant."""
     from opacus.accountants import create_accountant
 
-    started = time.perf_counter()
-    sigma = run.noise_multiplier()
-    accounting = time.perf_counter() - started
     accountant = create_accountant(run.defense.accountant)
     clipping = dp_clipping.BookKeeping(run.model, run.defense.max_grad_norm)
     private = _NoisyClippedOptimizer(
         run.optimizer,
         clipping,
-        noise_std=sigma * run.defense.max_grad_norm,
+        noise_std=run.noise_multiplier * run.defense.max_grad_norm,
         expected_batch=int(run.size * run.rate),  # as opacus' make_private computes it
         generator=run.noise,
-        on_step=lambda: accountant.step(noise_multiplier=sigma, sample_rate=run.rate),
+        on_step=lambda: accountant.step(
+            noise_multiplier=run.noise_multiplier, sample_rate=run.rate
+        ),
     )
     with clipping.active():
         final_loss = train_epochs(
@@ -290,9 +288,7 @@ def _book_keeping(run: _Run) -> tuple[float, float, float, float]:
             optimizer=private,  # type: ignore[arg-type]
             **run.loop,
         )
-    started = time.perf_counter()
-    epsilon = float(accountant.get_epsilon(run.delta))
-    return final_loss, epsilon, float(sigma), accounting + time.perf_counter() - started
+    return final_loss, accountant
 
 
 class _NoisyClippedOptimizer:
@@ -335,16 +331,9 @@ class _NoisyClippedOptimizer:
         self.on_step()
 
 
-def _cleared(optimizer: torch.optim.Optimizer) -> bool:
-    """Drop the previous step's per-sample gradients before the next forward pass: the loop
-    clears gradients between forward and backward, but opacus' ``ew`` mode refuses a forward
-    pass while a ``grad_sample`` is still attached."""
-    optimizer.zero_grad(set_to_none=True)
-    return True
-
-
-def _opacus(run: _Run) -> tuple[float, float, float, float]:
-    """opacus' PrivacyEngine in one of its per-sample gradient modes (the reference)."""
+def _opacus(run: _Run) -> tuple[float, IAccountant]:
+    """opacus' PrivacyEngine in one of its per-sample gradient modes (the reference). Returns
+    the final training loss and the engine's accountant."""
     from opacus import PrivacyEngine
 
     # Only for opacus' bookkeeping (sample rate 1 / len(loader)); batches are drawn by the loop.
@@ -352,14 +341,11 @@ def _opacus(run: _Run) -> tuple[float, float, float, float]:
         TensorDataset(torch.arange(run.size)), batch_size=run.trainer.recipe.batch_size
     )
     engine = PrivacyEngine(accountant=run.defense.accountant)
-    started = time.perf_counter()
-    sigma = run.noise_multiplier()  # what make_private_with_epsilon computes
-    accounting = time.perf_counter() - started
     private, dp_optimizer, _ = engine.make_private(
         module=run.model,
         optimizer=run.optimizer,
         data_loader=loader,
-        noise_multiplier=sigma,
+        noise_multiplier=run.noise_multiplier,
         max_grad_norm=run.defense.max_grad_norm,
         poisson_sampling=False,  # sampled by the loop, with a seeded generator
         noise_generator=run.noise,
@@ -369,17 +355,14 @@ def _opacus(run: _Run) -> tuple[float, float, float, float]:
         final_loss = train_epochs(
             run.model,
             run.trainer,
-            batch_loss=lambda xb, index: _cleared(dp_optimizer) and run.loss(private, xb, index),
+            batch_loss=lambda xb, index: run.loss(private, xb, index),
             optimizer=dp_optimizer,
             **run.loop,
         )
     finally:
         dp_optimizer.zero_grad(set_to_none=True)
         private.to_standard_module()  # hooks and per-sample attributes gone: plain Model
-    started = time.perf_counter()
-    epsilon = float(engine.get_epsilon(run.delta))
-    accounting += time.perf_counter() - started
-    return final_loss, epsilon, float(dp_optimizer.noise_multiplier), accounting
+    return final_loss, engine.accountant
 
 
 @hookimpl
