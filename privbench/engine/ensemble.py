@@ -42,6 +42,7 @@ from privbench.engine.training import (
     crop_at,
     crop_offsets,
     crop_padding,
+    flip_draws,
     flip_where,
 )
 from privbench.errors import TrainingDivergedError
@@ -101,7 +102,7 @@ def augment_members(
     k, b = x.shape[:2]
     flat = x.reshape(k * b, *x.shape[2:])
     if "flip" in mode:
-        flat = flip_where(flat, torch.cat([torch.rand(b, generator=g) < 0.5 for g in generators]))
+        flat = flip_where(flat, torch.cat([flip_draws(b, g) for g in generators]))
     if "crop" in mode:
         padding = crop_padding(flat)
         drawn = [crop_offsets(b, padding, g) for g in generators]  # each member's, in its order

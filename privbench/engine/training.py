@@ -73,8 +73,13 @@ def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
 
 
+def flip_draws(count: int, generator: torch.Generator) -> torch.Tensor:
+    """*count* fair coin flips: which images to mirror."""
+    return torch.rand(count, generator=generator) < 0.5
+
+
 def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return flip_where(x, torch.rand(x.shape[0], generator=generator) < 0.5)
+    return flip_where(x, flip_draws(x.shape[0], generator))
 
 
 def crop_padding(x: torch.Tensor) -> int:

@@ -32,6 +32,7 @@ detected (its version counter) and refused rather than used.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -155,9 +156,7 @@ class BookKeeping:
         """Per parameter, the sum over the batch of the clipped per-sample gradients; and the
         per-sample gradient norms before clipping."""
         taps, self.taps = self.taps, []
-        if {id(t.layer) for t in taps} != {id(layer) for layer in self.layers} or len(taps) != len(
-            self.layers
-        ):
+        if Counter(id(t.layer) for t in taps) != Counter(map(id, self.layers)):
             raise UnsupportedModelError(
                 "every layer with parameters must run exactly once per forward pass for "
                 "book-keeping clipping"
